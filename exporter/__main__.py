@@ -1,0 +1,5 @@
+"""`python -m exporter` is the same as the `livestream-exporter` command."""
+
+from exporter.cli import main
+
+raise SystemExit(main())

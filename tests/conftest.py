@@ -1,0 +1,126 @@
+"""Shared fixtures: the test provider registered, a fake vendor server, config files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp.test_utils import TestClient, TestServer
+
+from exporter import logging as exlog
+from exporter.daemon import Exporter
+from exporter.providers import unregister
+from exporter.web import create_app
+from tests import fakevendor
+from tests.fakevendor import API_KEY, FakeVendor
+
+
+@pytest.fixture(autouse=True)
+def _test_provider() -> Iterator[None]:
+    fakevendor.install()
+    yield
+    unregister("testvendor")
+
+
+@pytest.fixture
+def vendor() -> FakeVendor:
+    return FakeVendor()
+
+
+@pytest.fixture
+async def vendor_url(vendor: FakeVendor, aiohttp_server: Any) -> str:
+    server = await aiohttp_server(vendor.app())
+    return str(server.make_url("")).rstrip("/")
+
+
+def tv_source(
+    base_url: str, *, name: str = "tv", targets: list[str] | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "provider": "testvendor",
+        "base_url": base_url,
+        "credentials": {"api_key": API_KEY},
+        "targets": [{"stream_id": t} for t in (["a", "b", "c"] if targets is None else targets)],
+        **extra,
+    }
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    def write(sources: list[dict[str, Any]], **global_: Any) -> Path:
+        path = tmp_path / "config.yaml"
+        doc = {
+            "global": {"interval": "200ms", "timeout": "1s", "stale_after": "5m", **global_},
+            "sources": sources,
+        }
+        path.write_text(yaml.safe_dump(doc))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def logs() -> Iterator[list[str]]:
+    """Everything the exporter logs, as rendered lines."""
+
+    class Capture:
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+            self._buf = ""
+
+        def write(self, s: str) -> None:
+            self._buf += s
+            *done, self._buf = self._buf.split("\n")
+            self.lines.extend(done)
+
+        def flush(self) -> None:
+            pass
+
+    cap = Capture()
+    exlog.setup("debug", "logfmt", stream=cap)
+    yield cap.lines
+    exlog.setup("info", "logfmt")
+
+
+async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def running(logs: list[str]) -> AsyncIterator[Callable[..., Any]]:
+    """Start an exporter on a config file behind a real aiohttp test server."""
+    clients: list[TestClient[Any, Any]] = []
+
+    async def start(config_file: Path, **kw: Any) -> tuple[Exporter, TestClient[Any, Any]]:
+        exporter = Exporter(str(config_file), log=exlog.get_logger())
+        config = exporter.load()
+        app = create_app(exporter, config=config, **kw)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return exporter, client
+
+    yield start
+    for c in clients:
+        await c.close()
+
+
+def promtool() -> str | None:
+    path = shutil.which("promtool")
+    if path is None and os.environ.get("CI") == "true":
+        pytest.fail("promtool is required under CI=true (Debian package prometheus; make test installs it)")
+    return path
