@@ -12,7 +12,6 @@ import contextlib
 import platform
 import signal
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -136,8 +135,15 @@ def plans(config: Config) -> dict[str, tuple[float, float, int]]:
     Built with the same runners the daemon uses (they send nothing until scheduled), so
     `--config.check` prints exactly the plan the daemon would follow.
     """
+    import logging
+
+    import structlog
+
     from exporter.scheduler import SourceRunner, new_state
     from exporter.state import Store
+
+    # the runners only plan here; their "poll interval changed" would be noise in a check
+    quiet = structlog.wrap_logger(None, wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
 
     store = Store()
     states = [new_state(s, config.global_.stale_after, None) for s in config.sources]
@@ -145,7 +151,7 @@ def plans(config: Config) -> dict[str, tuple[float, float, int]]:
     out = {}
     for source, state in zip(config.sources, states, strict=True):
         runner = SourceRunner(
-            config=config, source=source, store=store, state=state, clock=SYSTEM_CLOCK, log=exlog.get_logger()
+            config=config, source=source, store=store, state=state, clock=SYSTEM_CLOCK, log=quiet
         )
         out[source.name] = (
             runner.configured_interval,
@@ -219,10 +225,6 @@ async def serve(settings: Settings, exporter: Exporter, config: Config, web_conf
         log.error("shutdown took too long; exiting anyway")
     log.info("stopped")
     return 0
-
-
-def demo_tempdir() -> str:
-    return tempfile.mkdtemp(prefix="livestream-exporter-demo-")
 
 
 if __name__ == "__main__":  # pragma: no cover

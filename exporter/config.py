@@ -91,7 +91,7 @@ class TargetBase(Strict):
         """The `stream` label when `name` is not set (CONTRACT.md section 2)."""
         return self.key()
 
-    def stream(self) -> str:
+    def stream_label(self) -> str:
         return self.name or self.default_stream()
 
 
@@ -258,10 +258,21 @@ def _pydantic_problems(
     err: ValidationError, prefix: list[str | int], model: type[BaseModel]
 ) -> list[tuple[str, str]]:
     out = []
-    for e in err.errors(include_input=False, include_url=False):
+    errors = err.errors(include_input=False, include_url=False)
+    for e in errors:
         loc = [p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         msg = e["msg"]
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "too_short" and any(
+            len(o["loc"]) > len(e["loc"]) and o["loc"][: len(e["loc"])] == e["loc"] for o in errors
+        ):
+            continue  # pydantic counts a list with a bad entry as empty: the entry's error says it all
+        if e["type"] == "too_short":
+            msg = "must not be empty"
+        elif e["type"] in ("model_type", "dict_type"):
+            msg = "must be a mapping of keys to values"
+        elif e["type"] in ("tuple_type", "list_type"):
+            msg = "must be a list"
+        elif e["type"] == "extra_forbidden":
             msg = "unknown key" + _valid_keys(model, loc[:-1])
         elif e["type"] == "missing":
             msg = "missing required key"
@@ -277,11 +288,8 @@ def _valid_keys(model: type[BaseModel], loc: Sequence[str | int]) -> str:
     for part in loc:
         if isinstance(part, int):
             continue
-        field = (
-            current.model_fields.get(part)
-            if isinstance(current, type) and issubclass(current, BaseModel)
-            else None
-        )
+        fields = current.model_fields if isinstance(current, type) and issubclass(current, BaseModel) else {}
+        field = fields.get(part) or next((f for f in fields.values() if f.alias == part), None)
         if field is None:
             return ""
         current = _model_in(field.annotation)
@@ -367,17 +375,25 @@ def parse_config(text: str, name: str, env: Mapping[str, str]) -> Config:
             problems.append((_path([*where, "provider"]), f"{msg} (valid: {valid})"))
             continue
         provider = PROVIDERS[provider_name]
+        file_problems: list[tuple[str, str]] = []
         if isinstance(entry.get("credentials"), dict):
-            entry = {
+            entry = {  # noqa: PLW2901 - the entry with its k_file credentials read
                 **entry,
                 "credentials": _read_credential_files(
-                    entry["credentials"], [*where, "credentials"], problems
+                    entry["credentials"], [*where, "credentials"], file_problems
                 ),
             }
+        problems.extend(file_problems)
         try:
             source = provider.Source.model_validate(entry)
         except ValidationError as e:
-            problems.extend(_pydantic_problems(e, where, provider.Source))
+            # a `k_file` that failed already has its message; skip the echoes about k and k_file
+            said = {p for p, _ in file_problems}
+            problems.extend(
+                p
+                for p in _pydantic_problems(e, where, provider.Source)
+                if p[0] not in said and f"{p[0]}_file" not in said
+            )
             continue
         if source.name in seen:
             problems.append(
@@ -411,13 +427,13 @@ def _check_targets(source: SourceBase, where: list[str | int]) -> Iterator[tuple
                 _path([*where, "targets", j]),
                 f"duplicate target {t.key()!r} (also targets[{keys[t.key()]}])",
             )
-        elif t.stream() in streams:
+        elif t.stream_label() in streams:
             yield (
                 _path([*where, "targets", j, "name"]),
-                f"stream label {t.stream()!r} is already used by targets[{streams[t.stream()]}]",
+                f"stream label {t.stream_label()!r} is already used by targets[{streams[t.stream_label()]}]",
             )
         keys.setdefault(t.key(), j)
-        streams.setdefault(t.stream(), j)
+        streams.setdefault(t.stream_label(), j)
     if not source.targets and not source.discovery_enabled():
         yield (
             _path([*where, "targets"]),
@@ -445,5 +461,5 @@ def describe(config: Config, plans: Mapping[str, tuple[float, float, int]]) -> s
         if s.discovery_enabled():
             lines.append("  discovery: on (targets are added and removed as the vendor lists them)")
         for t in s.targets:
-            lines.append(f"  target {t.key()} -> stream={t.stream()!r}")
+            lines.append(f"  target {t.key()} -> stream={t.stream_label()!r}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from exporter import __version__
 from exporter.clock import Clock
@@ -39,7 +40,8 @@ class Response:
         except (ValueError, UnicodeDecodeError):
             ctype = self.headers.get("Content-Type", "unknown").split(";")[0]
             raise ParseError(
-                f"{self.endpoint}: answer is not valid JSON (HTTP {self.status}, {ctype}, {len(self.body)} bytes)"
+                f"{self.endpoint}: answer is not valid JSON"
+                f" (HTTP {self.status}, {ctype}, {len(self.body)} bytes)"
             ) from None
 
 
@@ -75,6 +77,8 @@ class HttpClient:
         self._clock = clock
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        #: time spent waiting for the budget, so poll durations can leave it out
+        self.wait_seconds = 0.0
 
     def _session_or_new(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -98,7 +102,7 @@ class HttpClient:
     async def request(
         self,
         method: str,
-        url: str,
+        url: str | URL,
         *,
         endpoint: str,
         bucket: str = "default",
@@ -114,9 +118,11 @@ class HttpClient:
         Retry-After), 5xx and other non-2xx UpstreamError.  Without it the provider
         reads the status itself (for vendors that explain errors in the body).
         """
+        before = self._clock.monotonic()
         if await self.limiter.acquire(bucket):
             self.stats.limiter_waits += 1
             self._store.bump()
+        self.wait_seconds += self._clock.monotonic() - before
         session = self._session_or_new()
         start = self._clock.monotonic()
         try:

@@ -13,7 +13,7 @@ Example exposition (one cloudflare target and its source):
     livestream_target_up{provider="cloudflare",source="cf-main",stream="3fd7..."} 1.0
     # HELP livestream_exporter_api_requests_total Requests sent to the vendor API, by endpoint and HTTP code.
     # TYPE livestream_exporter_api_requests_total counter
-    livestream_exporter_api_requests_total{code="200",endpoint="active_session",provider="cloudflare",source="cf-main"} 42.0
+    livestream_exporter_api_requests_total{code="200",endpoint="analytics_overall",...} 42.0
 """
 
 from __future__ import annotations
@@ -204,6 +204,11 @@ class StoreCollector(Collector):
             "Requests the rate limiter delayed to stay within the budget.",
             labels=SOURCE_LABELS,
         )
+        skipped = CounterMetricFamily(
+            "livestream_exporter_skipped_points",
+            "Vendor data points skipped because they were malformed (e.g. a bad timestamp).",
+            labels=SOURCE_LABELS,
+        )
         budget = GaugeMetricFamily(
             "livestream_exporter_rate_limit_requests_per_second",
             "The request budget in force (the tightest window), in requests per second.",
@@ -211,7 +216,8 @@ class StoreCollector(Collector):
         )
         interval = GaugeMetricFamily(
             "livestream_exporter_poll_interval_seconds",
-            "Effective poll interval of the source (the configured one, lengthened to fit the budget), in seconds.",
+            "Effective poll interval of the source (the configured one, lengthened to fit the budget),"
+            " in seconds.",
             labels=SOURCE_LABELS,
         )
         targets = GaugeMetricFamily(
@@ -230,10 +236,11 @@ class StoreCollector(Collector):
                 hist.add_metric([*lv, endpoint], h.cumulative(), h.total)
             thr.add_metric(lv, float(st.throttled))
             waits.add_metric(lv, float(st.limiter_waits))
+            skipped.add_metric(lv, float(st.skipped_points))
             budget.add_metric(lv, st.budget_rps)
             interval.add_metric(lv, st.interval)
             targets.add_metric(lv, float(st.targets))
-        yield from (req, hist, thr, waits, budget, interval, targets)
+        yield from (req, hist, thr, waits, skipped, budget, interval, targets)
 
         info = GaugeMetricFamily(
             "livestream_exporter_build_info",

@@ -70,8 +70,10 @@ class SourceRunner:
 
     # -- planning -------------------------------------------------------------------------
     def targets(self) -> list[Target]:
+        """Configured targets, then discovered ones that are neither configured nor share a label."""
         keys = {t.key for t in self.configured}
-        return self.configured + [t for t in self.discovered if t.key not in keys]
+        labels = {t.stream for t in self.configured}
+        return self.configured + [t for t in self.discovered if t.key not in keys and t.stream not in labels]
 
     def batches(self) -> list[list[Target]]:
         size = max(1, self.provider.batch_size())
@@ -119,15 +121,22 @@ class SourceRunner:
         start = self.clock.monotonic()
         if self.source.discovery_enabled():
             await self._discover()
+        else:
+            self._plan()  # a provider's batch size may have changed (Fermion's fallback)
         if self.provider.has_app_metrics:
             await self._poll_app()
         batches = self.batches()
         spacing = self.interval / max(1, len(batches))
-        for i, batch in enumerate(batches):
-            delay = start + i * spacing - self.clock.monotonic()
+        due = start
+        for batch in batches:
+            delay = due - self.clock.monotonic()
             if delay > 0:
                 await self.clock.sleep(delay)
+            began, waited = self.clock.monotonic(), self.http.wait_seconds
             await self.poll_batch(batch)
+            # after a back-off pause, keep the spacing from when the request really went out
+            # rather than catching up in a burst
+            due = max(due, began + self.http.wait_seconds - waited) + spacing
         self.store.mark_attempted(self.name)
         self.store.expire(self.clock.monotonic())
 
@@ -165,6 +174,7 @@ class SourceRunner:
 
     async def poll_batch(self, batch: Sequence[Target]) -> None:
         t0 = self.clock.monotonic()
+        waited0 = self.http.wait_seconds
         outcomes: dict[str, Outcome]
         try:
             outcomes = dict(await self.provider.poll(batch))
@@ -174,7 +184,8 @@ class SourceRunner:
             self.log.error("provider failed unexpectedly", exc_type=type(e).__name__)
             err = PollError(f"internal error in the {self.source.provider} provider ({type(e).__name__})")
             outcomes = {t.key: err for t in batch}
-        duration = self.clock.monotonic() - t0
+        # the poll's own time: waiting for the budget is not the vendor's slowness
+        duration = self.clock.monotonic() - t0 - (self.http.wait_seconds - waited0)
         errors: list[PollError] = []
         gone: list[str] = []
         for t in batch:
@@ -225,14 +236,14 @@ class SourceRunner:
         self.store.bump()
 
     # -- lifecycle ----------------------------------------------------------------------
-    async def stop(self, timeout: float = 3.0) -> None:
+    async def stop(self, grace: float = 3.0) -> None:
         """Cancel in-flight polls, wait for them, close the HTTP session."""
         self._stopping = True
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+            await asyncio.wait(tasks, timeout=grace)
         await self.provider.close()
         await self.http.close()
 

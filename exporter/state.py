@@ -11,9 +11,11 @@ import bisect
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from exporter.errors import PollError
-from exporter.providers.base import Sample, Target
+if TYPE_CHECKING:
+    from exporter.errors import PollError
+    from exporter.providers.base import Sample, Target
 
 #: request duration histogram buckets (seconds): vendors answer in 50 ms to 10 s
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -72,6 +74,7 @@ class SourceStats:
     durations: dict[str, Histogram] = field(default_factory=dict)
     throttled: int = 0
     limiter_waits: int = 0
+    skipped_points: int = 0
     budget_rps: float = 0.0
     interval: float = 0.0
     targets: int = 0

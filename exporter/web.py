@@ -72,7 +72,8 @@ async def metrics(request: web.Request) -> web.Response:
     cache: MetricsCache = request.app[CACHE]
     om = _wants_openmetrics(request.headers.get("Accept", ""))
     body = cache.render(om)
-    ctype = prom_om.CONTENT_TYPE_LATEST if om else prom_text.CONTENT_TYPE_LATEST
+    # 0.0.4 is the text format every Prometheus version parses; our names need no UTF-8 escaping.
+    ctype = prom_om.CONTENT_TYPE_LATEST if om else prom_text.CONTENT_TYPE_PLAIN_0_0_4
     headers = {"Content-Type": ctype}
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         body = gzip.compress(body, compresslevel=5)
@@ -128,13 +129,19 @@ async def landing(request: web.Request) -> web.Response:
             )
     body = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>livestream-exporter</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}
-.up{{color:#080}}.down{{color:#c00}}.gone,.pending{{color:#888}}</style></head>
+<style>
+body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}
+.up{{color:#080}} .down{{color:#c00}} .gone,.pending{{color:#888}}
+</style></head>
 <body><h1>livestream-exporter</h1>
-<p>Version {e(__version__)} (Python {e(platform.python_version())}) &middot; configuration {e(exporter.config_file)}</p>
-<ul><li><a href="{e(path.lstrip("/"))}">Metrics</a></li><li><a href="-/healthy">Health</a></li><li><a href="-/ready">Readiness</a></li></ul>
+<p>Version {e(__version__)} (Python {e(platform.python_version())})
+&middot; configuration {e(exporter.config_file)}</p>
+<ul><li><a href="{e(path.lstrip("/"))}">Metrics</a></li><li><a href="-/healthy">Health</a></li>
+<li><a href="-/ready">Readiness</a></li></ul>
 <h2>Targets</h2>
-<table><tr><th>source</th><th>provider</th><th>stream</th><th>origin</th><th>health</th><th>last success</th><th>last error</th><th>interval</th></tr>
+<table><tr><th>source</th><th>provider</th><th>stream</th><th>origin</th><th>health</th>
+<th>last success</th><th>last error</th><th>interval</th></tr>
 {"".join(rows)}
 </table></body></html>
 """

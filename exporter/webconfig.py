@@ -51,7 +51,9 @@ def load_web_config(file: str) -> WebConfig:
     except OSError as e:
         raise ConfigError(file, [("", f"cannot read the web configuration: {e.strerror or e}")]) from None
     except yaml.YAMLError as e:
-        raise ConfigError(file, [("", f"invalid YAML: {e}")]) from None
+        mark = getattr(e, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(file, [("", f"invalid YAML: {at}{getattr(e, 'problem', None) or e}")]) from None
     try:
         cfg = WebConfig.model_validate(raw)
     except ValidationError as e:

@@ -89,8 +89,8 @@ def logs() -> Iterator[list[str]]:
     exlog.setup("info", "logfmt")
 
 
-async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for(cond: Callable[[], Any], within: float = 10.0, interval: float = 0.02) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         value = cond()
         if value:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 from pydantic import Field, SecretStr
@@ -50,7 +50,10 @@ class TestVendor(Provider):
     name = "testvendor"
     Source = TVSource
     default_base_url = None
-    default_rate_limits = {"default": (Window(600, 60.0),), "list": (Window(100, 1.0),)}
+    default_rate_limits: ClassVar[Mapping[str, tuple[Window, ...]]] = {
+        "default": (Window(600, 60.0),),
+        "list": (Window(100, 1.0),),
+    }
     discovery_bucket = "list"
 
     @property  # type: ignore[misc]

@@ -1,6 +1,6 @@
 """Launch the real CLI with the test provider registered, for out-of-process tests.
 
-    python -m tests.run_exporter --config.file x.yaml --web.listen-address 127.0.0.1:0
+python -m tests.run_exporter --config.file x.yaml --web.listen-address 127.0.0.1:0
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from exporter.providers.base import Provider
 
 PROVIDERS: dict[str, type[Provider]] = {}
 
-_MODULES: tuple[str, ...] = ()
+_MODULES: tuple[str, ...] = ("gjirafa", "swiftfederation", "fermion", "cloudflare", "tencent")
 
 
 def register(cls: type[Provider]) -> type[Provider]:

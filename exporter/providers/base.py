@@ -37,8 +37,8 @@ class Sample:
     labels: tuple[tuple[str, str], ...] = ()
 
     @staticmethod
-    def of(name: str, value: float, **labels: str) -> Sample:
-        return Sample(name, float(value), tuple(sorted(labels.items())))
+    def of(metric: str, value: float, /, **labels: str) -> Sample:
+        return Sample(metric, float(value), tuple(sorted(labels.items())))
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class Provider(ABC):
         return cls.default_base_url
 
     def configured_targets(self) -> list[Target]:
-        return [Target(key=t.key(), stream=t.stream(), spec=t) for t in self.source.targets]
+        return [Target(key=t.key(), stream=t.stream_label(), spec=t) for t in self.source.targets]
 
     def batch_size(self) -> int:
         """How many targets one `poll` call may answer."""
@@ -122,5 +122,11 @@ class Provider(ABC):
         """Source-level samples (`livestream_app_*`); only called when `has_app_metrics`."""
         return ()
 
-    async def close(self) -> None:
+    def skipped(self, points: int) -> None:
+        """Count vendor data points skipped as malformed (never fatal to the poll)."""
+        if points:
+            self.http.stats.skipped_points += points
+            self.log.debug("skipped malformed data points", points=points)
+
+    async def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release anything beyond the HTTP client (which the runner closes)."""

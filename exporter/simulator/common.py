@@ -16,6 +16,7 @@ from .ratelimit import RequestRecord, Verdict, retry_after_header
 from .state import Fault, Simulator
 
 _HANG_POLL_SECONDS = 0.05
+CLIENT_GONE = 499  # logged status of a request the client gave up on (nginx's convention)
 
 
 @dataclass
@@ -115,7 +116,11 @@ async def serve(request: web.Request, call: Call) -> web.Response:
     """Log, authenticate, rate-limit, apply an injected fault, answer."""
     sim = call.profile.sim
     record = sim.record(call.profile.name, call.endpoint, call.credential, call.streams)
-    reply, verdict = await _answer(request, call, record)
+    try:
+        reply, verdict = await _answer(request, call, record)
+    except asyncio.CancelledError:
+        record.status, record.error = CLIENT_GONE, "client-gone"  # the client hung up
+        raise
     reply = call.profile.decorate(reply, verdict)
     record.status = reply.status
     record.error = reply.error

@@ -26,17 +26,18 @@ FAULT_KINDS: Final = (
     "error200",  # a vendor failure answered with HTTP 200 (Gjirafa success:false, ...)
 )
 
+# Fake demo credentials, accepted by the simulator only.
 DEMO_GJIRAFA_KEY: Final = "demo-gjirafa-api-key-7f3c9a51"
 DEMO_SFD_KEY_ID: Final = "DemoSfdKey7Q2x9L"
-DEMO_SFD_SECRET: Final = "demo-sfd-secret-4b1e8d2a9c7f6e5d"
+DEMO_SFD_SECRET: Final = "demo-sfd-secret-4b1e8d2a9c7f6e5d"  # noqa: S105
 DEMO_SFD_FZONE: Final = "SG"
 DEMO_FERMION_KEY: Final = "demo-fermion-api-key-c0ffee42"
-DEMO_CF_TOKEN: Final = "demo-cloudflare-api-token-5e2a9b7c"
+DEMO_CF_TOKEN: Final = "demo-cloudflare-api-token-5e2a9b7c"  # noqa: S105
 DEMO_CF_ACCOUNT: Final = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 DEMO_CF_APP: Final = "7c4d1f0e-3b2a-4c5d-8e9f-0a1b2c3d4e5f"
 DEMO_TENCENT_APP_ID: Final = 1400123456
 DEMO_TENCENT_IDENTIFIER: Final = "administrator"
-DEMO_TENCENT_SECRET: Final = "3f8a1c9e5b7d2f4a6c8e0b1d3f5a7c9e2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a"
+DEMO_TENCENT_SECRET: Final = "3f8a1c9e5b7d2f4a6c8e0b1d3f5a7c9e2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a"  # noqa: S105
 
 # Scenario timings, in seconds after the simulator starts (or after a stream starts).
 DROP_AFTER: Final = 180.0  # "drop": viewers fall to a third

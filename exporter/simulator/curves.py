@@ -19,7 +19,7 @@ def curve_value(scenario: str, base: float, since_start: float) -> float:
     if scenario == "rising":
         return base * (1.0 + s / 600.0)
     if scenario == "falling":
-        return base * 0.5 ** (s / 900.0)
+        return base * math.pow(0.5, s / 900.0)
     wave = 1.0 + 0.1 * math.sin(2.0 * math.pi * s / 300.0)
     if scenario == "drop":
         return base * wave if s < DROP_AFTER else base * wave / 3.0
@@ -164,7 +164,7 @@ class SimStream:
             self._set_phase(Phase(since=now, override=float(viewers)))
 
     def remove(self, now: float) -> None:
-        self.advance(now)
+        self.end(now)
         self.removed_at = now
 
     def session_id(self, index: int) -> str:

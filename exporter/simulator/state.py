@@ -49,7 +49,13 @@ _TITLES = {
     "steady": "Pop-up Stream",
 }
 _PROTOCOLS = ("http-flv", "ll-hls", "hls/dash")
-QUIRKS = ("sfd_malformed_streams", "fermion_first_call_only", "cf_list_form", "cf_string_numbers")
+QUIRKS = (
+    "sfd_malformed_streams",  # stream keys whose answers carry one malformed timestamp
+    "fermion_first_call_only",  # answer only the first call of a multi-call body
+    "cf_list_form",  # "array" (data list, paging beside) or "object" (one item, paging inside)
+    "cf_string_numbers",  # livestream ids whose numbers and `disabled` arrive as strings
+    "cf_inactive_session_404",  # active-livestream-session answers 404 when no session is live
+)
 
 
 @dataclass
@@ -127,6 +133,7 @@ class Simulator:
         self.fermion_first_call_only = False
         self.cf_list_form = "array"
         self.cf_string_numbers: set[str] = set()
+        self.cf_inactive_session_404 = False
         self.reset()
 
     # ------------------------------------------------------------------ lifecycle
@@ -146,6 +153,7 @@ class Simulator:
         self.fermion_first_call_only = False
         self.cf_list_form = "array"
         self.cf_string_numbers = set(CF_STRING_NUMBERS_DEFAULT)
+        self.cf_inactive_session_404 = False
         self.streams = {vendor: {} for vendor in VENDORS}
         for vendor, scenarios in DEMO_SCENARIOS.items():
             for index, (key, scenario) in enumerate(scenarios.items()):
@@ -242,6 +250,8 @@ class Simulator:
             self.cf_string_numbers = set(_str_list(value))
         elif name == "fermion_first_call_only":
             self.fermion_first_call_only = bool(value)
+        elif name == "cf_inactive_session_404":
+            self.cf_inactive_session_404 = bool(value)
         elif name == "cf_list_form":
             if value not in ("array", "object"):
                 raise ValueError("cf_list_form is 'array' or 'object'")

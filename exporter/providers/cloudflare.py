@@ -1,0 +1,193 @@
+"""Cloudflare RealtimeKit livestreams.
+
+    GET {base_url}/accounts/{account_id}/realtime/kit/{app_id}/livestreams      discovery, paged
+    GET .../livestreams/{livestream_id}/active-livestream-session                per target
+    GET .../livestreams/{livestream_id}                                          when no session is active
+    GET .../analytics/livestreams/overall                                        app level
+
+    livestream_viewer_seconds_total        session viewer_seconds
+    livestream_ingest_seconds_total        session ingest_seconds
+    livestream_started_timestamp_seconds   session started_time
+    livestream_ended_timestamp_seconds     session stopped_time (when set)
+    livestream_live                        1 when status is LIVE
+    livestream_status{status}              1 for the current of LIVE, IDLE, ERRORED, INVOKED, 0 for the others
+    livestream_stream_info{name}           the livestream's name
+    livestream_app_livestreams             analytics overall count
+    livestream_app_viewer_seconds_total    total_viewer_seconds
+    livestream_app_ingest_seconds_total    total_ingest_seconds
+
+Numbers may arrive as strings; the list's `data` may be an array with `paging` beside it or
+one object with `paging` inside.  A livestream is gone when the livestream itself is not
+found (or, with discovery, when the list stops returning it).  `X-RateLimit-Remaining: 0`
+pauses the source until the shortest window has passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr
+
+from exporter.config import CredentialsBase, SourceBase, TargetBase
+from exporter.errors import AuthError, GoneError, ParseError, UpstreamError
+from exporter.http import Response, raise_for_status
+from exporter.providers import register
+from exporter.providers.base import Outcome, Provider, Sample, Target
+from exporter.providers.parse import number, obj, optional_time
+from exporter.ratelimit import Window
+
+STATUSES = ("LIVE", "IDLE", "ERRORED", "INVOKED")
+PER_PAGE = 100
+MAX_PAGES = 200
+
+
+class CloudflareCredentials(CredentialsBase):
+    api_token: SecretStr
+
+
+class CloudflareTarget(TargetBase):
+    livestream_id: str = Field(min_length=1)
+
+    def key(self) -> str:
+        return self.livestream_id
+
+
+class CloudflareSource(SourceBase):
+    credentials: CloudflareCredentials
+    targets: tuple[CloudflareTarget, ...] = ()
+    account_id: str = Field(min_length=1)
+    app_id: str = Field(min_length=1)
+    discover: bool = False
+
+
+@register
+class Cloudflare(Provider):
+    name = "cloudflare"
+    Source = CloudflareSource
+    default_base_url = "https://api.cloudflare.com/client/v4"
+    default_rate_limits: ClassVar[Mapping[str, tuple[Window, ...]]] = {
+        "default": (Window(250, 10.0), Window(1200, 300.0))
+    }
+    has_app_metrics = True
+
+    @property
+    def _src(self) -> CloudflareSource:
+        assert isinstance(self.source, CloudflareSource)
+        return self.source
+
+    def _app_url(self) -> str:
+        s = self._src
+        return (
+            f"{self.base_url}/accounts/{quote(s.account_id, safe='')}/realtime/kit/{quote(s.app_id, safe='')}"
+        )
+
+    async def _get(self, path: str, endpoint: str, params: Mapping[str, str] | None = None) -> Response:
+        headers = {"Authorization": f"Bearer {self._src.credentials.api_token.get_secret_value()}"}
+        r = await self.http.request(
+            "GET", self._app_url() + path, endpoint=endpoint, params=params, headers=headers, check=False
+        )
+        remaining = r.headers.get("X-RateLimit-Remaining")
+        if remaining is not None and remaining.strip() == "0":
+            self.http.limiter.pause_until_reset(
+                min(w.per for w in self.http.limiter.buckets["default"].windows)
+            )
+        if r.status in (401, 403):
+            raise AuthError(f"{endpoint}: the vendor refused the token (HTTP {r.status})")
+        raise_for_status(r, self.clock.time())
+        return r
+
+    @staticmethod
+    def _envelope(r: Response) -> Mapping[str, Any]:
+        doc = obj(r.json(), "answer")
+        if doc.get("success") is False:
+            raise UpstreamError(f"{r.endpoint}: the vendor reported failure (success=false)")
+        return doc
+
+    async def discover(self) -> list[Target]:
+        found: dict[str, Target] = {}
+        pages = 0
+        for page in range(1, MAX_PAGES + 1):
+            r = await self._get(
+                "/livestreams", "livestreams", {"page_no": str(page), "per_page": str(PER_PAGE)}
+            )
+            pages += 1
+            doc = self._envelope(r)
+            data = doc.get("data")
+            items: list[Any]
+            if isinstance(data, list):
+                items, paging = data, doc.get("paging")
+            elif isinstance(data, dict):
+                items, paging = [data], data.get("paging", doc.get("paging"))
+            elif data is None:
+                items, paging = [], None
+            else:
+                raise ParseError("livestreams: field data is neither a list nor an object")
+            for item in items:
+                if isinstance(item, dict) and item.get("id"):
+                    lid = str(item["id"])
+                    params = {"name": str(item.get("name") or ""), "status": str(item.get("status") or "")}
+                    found[lid] = Target(key=lid, stream=lid, discovered=True, params=params)
+            total = (
+                number(paging.get("total_count"), "paging.total_count")
+                if isinstance(paging, dict) and paging.get("total_count") is not None
+                else None
+            )
+            if not items or len(items) < PER_PAGE or total is None or len(found) >= total:
+                break
+        self.discovery_requests = pages
+        return list(found.values())
+
+    async def poll(self, batch: Sequence[Target]) -> Mapping[str, Outcome]:
+        (target,) = batch
+        lid = quote(target.key, safe="")
+        try:
+            r = await self._get(f"/livestreams/{lid}/active-livestream-session", "active_livestream_session")
+        except GoneError:
+            # No active session: the livestream itself says whether it still exists.
+            r = await self._get(f"/livestreams/{lid}", "livestream")
+        data = obj(self._envelope(r).get("data"), "data")
+        return {target.key: self.parse(data, target)}
+
+    def parse(self, data: Mapping[str, Any], target: Target) -> list[Sample]:
+        livestream = data.get("livestream") if isinstance(data.get("livestream"), dict) else {}
+        session = data.get("session") if isinstance(data.get("session"), dict) else {}
+        assert isinstance(livestream, dict) and isinstance(session, dict)
+        status = str(livestream.get("status") or target.params.get("status") or "").upper()
+        samples = [Sample.of("livestream_live", 1.0 if status == "LIVE" else 0.0)]
+        if status in STATUSES:
+            samples += [
+                Sample.of("livestream_status", 1.0 if s == status else 0.0, status=s) for s in STATUSES
+            ]
+        for metric, field in (
+            ("livestream_viewer_seconds_total", "viewer_seconds"),
+            ("livestream_ingest_seconds_total", "ingest_seconds"),
+        ):
+            if session.get(field) is not None:
+                samples.append(Sample.of(metric, number(session[field], f"session.{field}")))
+        started = optional_time(session.get("started_time"), "session.started_time")
+        if started is not None:
+            samples.append(Sample.of("livestream_started_timestamp_seconds", started))
+        stopped = optional_time(session.get("stopped_time"), "session.stopped_time")
+        if stopped is not None:
+            samples.append(Sample.of("livestream_ended_timestamp_seconds", stopped))
+        name = livestream.get("name") or target.params.get("name")
+        if name:
+            samples.append(Sample.of("livestream_stream_info", 1.0, name=str(name)))
+        return samples
+
+    async def poll_app(self) -> Sequence[Sample]:
+        r = await self._get("/analytics/livestreams/overall", "analytics_overall")
+        data = obj(self._envelope(r).get("data"), "data")
+        return [
+            Sample.of("livestream_app_livestreams", number(data.get("count", 0), "count")),
+            Sample.of(
+                "livestream_app_viewer_seconds_total",
+                number(data.get("total_viewer_seconds", 0), "total_viewer_seconds"),
+            ),
+            Sample.of(
+                "livestream_app_ingest_seconds_total",
+                number(data.get("total_ingest_seconds", 0), "total_ingest_seconds"),
+            ),
+        ]

@@ -1,0 +1,37 @@
+"""`python -m exporter.simulator --listen 127.0.0.1:8080`: serve the fake vendor APIs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from aiohttp import web
+
+from .app import BASE_PATHS, create_app
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m exporter.simulator", description="Fake live-streaming vendor APIs."
+    )
+    parser.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 8080), help="HOST:PORT")
+    args = parser.parse_args(argv)
+    host, port = args.listen
+    root = f"http://{host}:{port}"
+    for vendor, path in BASE_PATHS.items():
+        print(f"{vendor:16} base_url {root}{path}", flush=True)
+    print(f"{'control':16} POST {root}/_sim/control, GET {root}/_sim/requests", flush=True)
+    # No access log: query strings carry Tencent UserSigs.
+    web.run_app(create_app(), host=host, port=port, print=None, access_log=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

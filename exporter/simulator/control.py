@@ -1,0 +1,104 @@
+"""HTTP control of the simulator for out-of-process tests: /_sim/control, /_sim/requests, /_sim/state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .state import Simulator
+
+CONTROL_PATH = "/_sim/control"
+REQUESTS_PATH = "/_sim/requests"
+STATE_PATH = "/_sim/state"
+
+
+def _str(args: dict[str, Any], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name!r} (a string) is required")
+    return value
+
+
+def _number(args: dict[str, Any], name: str, default: float | None = None) -> float:
+    value = args.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name!r} (a number) is required")
+    return float(value)
+
+
+def apply(sim: Simulator, args: dict[str, Any]) -> None:
+    """Run one control action; ValueError/KeyError on a bad request."""
+    action = args.get("action")
+    if action == "reset":
+        sim.reset()
+    elif action == "set_viewers":
+        sim.set_viewers(_str(args, "vendor"), _str(args, "stream"), _number(args, "value"))
+    elif action == "drop":
+        sim.drop(_str(args, "vendor"), _str(args, "stream"), _number(args, "factor", 1.0 / 3.0))
+    elif action == "end_stream":
+        sim.end_stream(_str(args, "vendor"), _str(args, "stream"))
+    elif action == "start_stream":
+        viewers = _number(args, "viewers") if args.get("viewers") is not None else None
+        sim.start_stream(_str(args, "vendor"), _str(args, "stream"), viewers)
+    elif action == "remove_stream":
+        sim.remove_stream(_str(args, "vendor"), _str(args, "stream"))
+    elif action == "inject":
+        stream, code = args.get("stream"), args.get("code")
+        if stream is not None and not isinstance(stream, str):
+            raise ValueError("'stream' must be a string")
+        if code is not None and not isinstance(code, int):
+            raise ValueError("'code' must be an integer")
+        count = int(_number(args, "count", 1))
+        sim.inject(_str(args, "vendor"), _str(args, "kind"), count=count, stream=stream, code=code)
+    elif action == "clear_faults":
+        sim.clear_faults(args.get("vendor"))
+    elif action == "quirk":
+        sim.set_quirk(_str(args, "name"), args.get("value"))
+    elif action == "configure":
+        for name in ("slow_seconds", "hang_seconds", "retry_after_seconds"):
+            if name in args:
+                setattr(sim, name, _number(args, name))
+    else:
+        raise ValueError(
+            "action is one of reset, set_viewers, drop, end_stream, start_stream, remove_stream, "
+            "inject, clear_faults, quirk, configure"
+        )
+
+
+def add_routes(app: web.Application, sim: Simulator) -> None:
+    async def control(request: web.Request) -> web.Response:
+        try:
+            args = await request.json()
+            if not isinstance(args, dict):
+                raise ValueError("the body must be a JSON object")
+            apply(sim, args)
+        except KeyError as exc:
+            return web.json_response({"ok": False, "error": str(exc.args[0])}, status=404)
+        except ValueError as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response({"ok": True})
+
+    async def requests(request: web.Request) -> web.Response:
+        vendor = request.query.get("vendor") or None
+        return web.json_response({"requests": sim.request_log(vendor)})
+
+    async def state(request: web.Request) -> web.Response:
+        now = sim.now()
+        streams = {
+            vendor: {
+                key: {
+                    "scenario": s.scenario,
+                    "exists": s.exists(now),
+                    "live": s.is_live(now),
+                    "viewers": s.viewers(now),
+                }
+                for key, s in by_key.items()
+            }
+            for vendor, by_key in sim.streams.items()
+        }
+        return web.json_response({"now": now, "started": sim.t0, "streams": streams})
+
+    app.router.add_post(CONTROL_PATH, control)
+    app.router.add_get(REQUESTS_PATH, requests)
+    app.router.add_get(STATE_PATH, state)

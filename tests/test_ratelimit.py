@@ -1,0 +1,285 @@
+"""Rate limiting (issue 2 point 5, CONTRACT.md section 4), on a FakeClock.
+
+A source never sends more than its budget in any window, with several windows at once;
+Retry-After is honoured; back-off on 429/5xx is exponential, capped and jittered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+
+import pytest
+
+from exporter.clock import FakeClock
+from exporter.ratelimit import MAX_RETRY_AFTER, Bucket, SourceLimiter, Window
+
+MINUTE, HOUR = 60.0, 3600.0
+SWIFT = (Window(100, MINUTE), Window(1000, HOUR))  # "100/minute AND 1000/hour"
+
+
+def assert_within(times: Sequence[float], windows: Sequence[Window]) -> None:
+    """No closed interval of length `per` holds more than `requests` send times.
+
+    With the times sorted, that is: for every i, request i and request i+R (R+1
+    requests) are more than `per` apart.
+    """
+    times = sorted(times)
+    for w in windows:
+        r = w.requests
+        for i in range(len(times) - r):
+            span = times[i + r] - times[i]
+            assert span > w.per, (
+                f"window {w}: requests {i}..{i + r} ({r + 1} requests) fall within {span:.6f}s <= {w.per}s"
+            )
+
+
+async def acquire_n(limiter: SourceLimiter, clock: FakeClock, n: int, bucket: str = "default") -> list[float]:
+    times = []
+    for _ in range(n):
+        await limiter.acquire(bucket)
+        times.append(clock.monotonic())
+    return times
+
+
+async def test_single_window_is_never_exceeded() -> None:
+    clock = FakeClock()
+    limiter = SourceLimiter({"default": [Window(10, 1.0)]}, clock)
+    times = await acquire_n(limiter, clock, 1000)
+    assert_within(times, [Window(10, 1.0)])
+    # ...and it is not over-throttled: 1000 requests at 10/s take ~99 s, not more
+    assert 99.0 <= times[-1] - times[0] <= 99.0 + 100 * 0.01
+
+
+async def test_ten_thousand_polls_never_exceed_either_of_two_windows() -> None:
+    """The issue's proof: 10,000 simulated acquisitions under 100/min AND 1000/h."""
+    clock = FakeClock()
+    limiter = SourceLimiter({"default": SWIFT}, clock)
+    n = 10_000
+    times = await acquire_n(limiter, clock, n)
+
+    assert len(times) == n
+    assert times == sorted(times)
+    assert_within(times, SWIFT)
+
+    # Not over-throttling either: the tighter window (1000/h) allows 10,000 requests in
+    # 10 hours at its sustained rate, and no less than 9 full hours (bursting each hour).
+    elapsed = times[-1] - times[0]
+    rps = limiter.requests_per_second
+    assert rps == pytest.approx(1000 / HOUR)
+    assert 9 * HOUR <= elapsed <= n / rps, f"{n} requests took {elapsed:.1f}s"
+    # the minute window binds within each hour: 1000 requests need 9 full minutes
+    assert times[999] - times[0] == pytest.approx(9 * MINUTE, abs=0.1)
+    assert limiter.sent == n
+
+
+async def test_windows_hold_with_irregular_arrivals() -> None:
+    """Requests arriving at random gaps (sometimes idle, sometimes bursting) still fit."""
+    clock = FakeClock()
+    rng = random.Random(42)
+    windows = (Window(5, 1.0), Window(50, 30.0), Window(200, 300.0))
+    limiter = SourceLimiter({"default": windows}, clock)
+    times = []
+    for _ in range(5000):
+        if rng.random() < 0.3:
+            clock.advance(rng.expovariate(1.0) * 2)
+        await limiter.acquire()
+        times.append(clock.monotonic())
+    assert_within(times, windows)
+
+
+async def test_concurrent_acquisitions_share_the_budget() -> None:
+    """Many tasks acquiring at once are serialised and together stay within every window."""
+    clock = FakeClock()
+    windows = (Window(20, 1.0), Window(100, 10.0))
+    limiter = SourceLimiter({"default": windows}, clock)
+    times: list[float] = []
+
+    async def worker() -> None:
+        for _ in range(5):
+            await limiter.acquire()
+            times.append(clock.monotonic())  # still running: no other task moved the clock
+
+    await asyncio.gather(*(worker() for _ in range(200)))
+    assert len(times) == 1000
+    assert_within(times, windows)
+    # 1000 requests at 100 per 10 s need at least 90 s, and no more than the sustained rate allows
+    assert 90.0 <= max(times) - min(times) <= 1000 / limiter.requests_per_second
+    # the limiter slept before every new group of send times (tasks queued behind a
+    # sleeper go out with it and are not counted again)
+    assert limiter.waits >= len(set(times)) - 1 > 0
+
+
+async def test_buckets_are_independent_but_backoff_is_shared() -> None:
+    clock = FakeClock()
+    limiter = SourceLimiter({"default": [Window(2, 10.0)], "list": [Window(1, 1.0)]}, clock)
+    t0 = clock.monotonic()
+    await acquire_n(limiter, clock, 2)
+    # the default bucket is full, the list bucket is not: no wait for it
+    assert await limiter.acquire("list") is False
+    assert clock.monotonic() == t0
+    # a back-off pauses every bucket of the source
+    limiter.backoff(retry_after=5.0)
+    assert await limiter.acquire("list") is True
+    assert clock.monotonic() >= t0 + 5.0
+
+
+def test_bucket_interval_for() -> None:
+    """The shortest cycle that fits every window: 150 targets at 100/min & 1000/h -> 9 min."""
+    b = Bucket(SWIFT)
+    assert b.interval_for(150) == pytest.approx(9 * MINUTE)
+    assert b.interval_for(1000) == pytest.approx(HOUR)
+    assert b.interval_for(0) == 0.0
+    # the minute window binds when it is the tighter one
+    assert Bucket([Window(10, MINUTE), Window(1000, HOUR)]).interval_for(30) == pytest.approx(3 * MINUTE)
+    # a source's interval is the longest any of its buckets needs
+    limiter = SourceLimiter({"default": SWIFT, "list": [Window(1, 10.0)]}, FakeClock())
+    assert limiter.interval_for({"default": 150, "list": 1}) == pytest.approx(540.0)
+    assert limiter.interval_for({"default": 1, "list": 100}) == pytest.approx(1000.0)
+
+
+async def test_cycles_at_the_planned_interval_fit_the_budget() -> None:
+    """Sending n requests evenly over interval_for(n), cycle after cycle, stays within budget
+    (the limiter absorbs at most rounding at the window edge)."""
+    clock = FakeClock()
+    limiter = SourceLimiter({"default": SWIFT}, clock)
+    n = 150
+    interval = limiter.interval_for({"default": n})
+    start = clock.monotonic()
+    times = []
+    for cycle in range(10):  # 1500 requests: more than the hourly budget
+        for i in range(n):
+            due = start + cycle * interval + i * interval / n
+            if due > clock.monotonic():
+                clock.advance(due - clock.monotonic())
+            await limiter.acquire()
+            times.append(clock.monotonic())
+    assert_within(times, SWIFT)
+    # no request was held back by more than a millisecond beyond its slot
+    slots = [start + k * interval / n for k in range(len(times))]
+    assert max(t - s for t, s in zip(times, slots, strict=True)) < 0.01
+
+
+def test_requests_per_second_is_the_tightest_window() -> None:
+    limiter = SourceLimiter({"default": SWIFT, "list": [Window(1, 100.0)]}, FakeClock())
+    assert limiter.requests_per_second == pytest.approx(1000 / 3600)  # not 100/60, not the list bucket
+    assert Bucket([Window(250, 10.0), Window(1200, 300.0)]).requests_per_second == pytest.approx(4.0)
+
+
+async def test_waits_counts_delayed_acquisitions() -> None:
+    clock = FakeClock()
+    limiter = SourceLimiter({"default": [Window(2, 1.0)]}, clock)
+    results = [await limiter.acquire() for _ in range(5)]
+    assert results == [False, False, True, False, True]
+    assert limiter.waits == 2
+    # time passing by itself is not a wait
+    clock.advance(10.0)
+    assert await limiter.acquire() is False
+    assert limiter.waits == 2
+
+
+async def test_the_window_edge_margin_delays_but_is_not_a_wait() -> None:
+    """A request due exactly one window after the oldest is held for the 1 ms edge margin
+    (a closed window holds at most R requests) without counting as a limiter wait."""
+    clock = FakeClock()
+    limiter = SourceLimiter({"default": [Window(2, 1.0)]}, clock)
+    t0 = clock.monotonic()
+    await limiter.acquire()
+    await limiter.acquire()
+    clock.advance(1.0)
+    assert await limiter.acquire() is False
+    assert clock.monotonic() > t0 + 1.0
+    assert limiter.waits == 0
+
+
+async def test_retry_after_is_honoured() -> None:
+    """After a 429 with Retry-After: 30, no request goes before now + 30 s."""
+    clock = FakeClock()
+    limiter = SourceLimiter({"default": [Window(1000, 1.0)]}, clock, rng=lambda: 0.999)
+    now = clock.monotonic()
+    pause = limiter.backoff(retry_after=30.0)
+    assert 30.0 <= pause <= 31.0  # the hint plus a little jitter, never less
+    assert limiter.paused_until == pytest.approx(now + pause)
+    assert await limiter.acquire() is True
+    assert clock.monotonic() >= now + 30.0
+    assert limiter.waits == 1
+
+
+def test_retry_after_is_bounded() -> None:
+    clock = FakeClock()
+    limiter = SourceLimiter({"default": [Window(1, 1.0)]}, clock, rng=lambda: 0.0)
+    assert limiter.backoff(retry_after=10 * MAX_RETRY_AFTER) == MAX_RETRY_AFTER
+
+
+def test_retry_after_never_shortens_a_running_pause() -> None:
+    clock = FakeClock()
+    limiter = SourceLimiter({"default": [Window(1, 1.0)]}, clock, rng=lambda: 0.0)
+    limiter.backoff(retry_after=60.0)
+    limiter.backoff(retry_after=1.0)
+    assert limiter.paused_until == pytest.approx(clock.monotonic() + 60.0)
+
+
+def test_exponential_backoff_grows_to_the_cap() -> None:
+    clock = FakeClock()
+    limiter = SourceLimiter(
+        {"default": [Window(1, 1.0)]}, clock, backoff_base=1.0, backoff_cap=60.0, rng=lambda: 1.0
+    )
+    delays = [limiter.backoff() for _ in range(10)]
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0, 60.0]
+
+
+def test_exponential_backoff_is_jittered_within_bounds() -> None:
+    rng = random.Random(7)
+    clock = FakeClock()
+    limiter = SourceLimiter(
+        {"default": [Window(1, 1.0)]}, clock, backoff_base=1.0, backoff_cap=60.0, rng=rng.random
+    )
+    delays = [limiter.backoff() for _ in range(12)]
+    for k, d in enumerate(delays):
+        full = min(60.0, 2.0**k)
+        assert full / 2 <= d <= full, f"failure {k + 1}: {d} not in [{full / 2}, {full}]"
+    # randomised: two limiters with different random streams disagree
+    other = SourceLimiter(
+        {"default": [Window(1, 1.0)]},
+        FakeClock(),
+        backoff_base=1.0,
+        backoff_cap=60.0,
+        rng=random.Random(8).random,
+    )
+    assert [other.backoff() for _ in range(12)] != delays
+    # and at the cap the delays still vary (no synchronised retries)
+    assert len({round(d, 6) for d in delays[7:]}) > 1
+
+
+def test_success_resets_the_backoff() -> None:
+    clock = FakeClock()
+    limiter = SourceLimiter(
+        {"default": [Window(1, 1.0)]}, clock, backoff_base=1.0, backoff_cap=300.0, rng=lambda: 1.0
+    )
+    for _ in range(6):
+        limiter.backoff()
+    assert limiter.backoff() == 64.0
+    limiter.succeeded()
+    assert limiter.backoff() == 1.0
+
+
+async def test_backoff_ordered_while_waiting_is_respected() -> None:
+    """A waiter re-checks after sleeping: a back-off ordered meanwhile still holds it."""
+
+    class Clock(FakeClock):
+        hook = None
+
+        async def sleep(self, seconds: float) -> None:
+            await super().sleep(seconds)
+            if self.hook is not None:
+                hook, self.hook = self.hook, None
+                hook()
+
+    clock = Clock()
+    limiter = SourceLimiter({"default": [Window(1, 1.0)]}, clock, rng=lambda: 0.0)
+    await limiter.acquire()
+    t0 = clock.monotonic()
+    clock.hook = lambda: limiter.backoff(retry_after=20.0)  # ordered during the 1 s wait
+    await limiter.acquire()
+    assert clock.monotonic() >= t0 + 1.0 + 20.0

@@ -1,0 +1,375 @@
+"""Scheduling within rate limits (issue 2 points 4 and 5, CONTRACT.md section 4).
+
+The first tests drive a SourceRunner by hand on a FakeClock (time is simulated, HTTP to
+the fake vendor is real); the last ones run the real APScheduler through the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import itertools
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from exporter.clock import FakeClock
+from exporter.ratelimit import Window
+from tests.conftest import tv_source, wait_for
+from tests.fakevendor import FakeVendor
+from tests.pollhelpers import Rig, TimedLog, build_rig, fake_time_log, parse, series_of, tv, value
+
+SOURCE = {"provider": "testvendor", "source": "tv"}
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Callable[..., Rig]]:
+    rigs: list[Rig] = []
+
+    def make(config_file: Path, clock: FakeClock | None = None) -> Rig:
+        r = build_rig(config_file, clock)
+        rigs.append(r)
+        return r
+
+    yield make
+    for r in rigs:
+        await r.close()
+
+
+def timed(vendor: FakeVendor, clock: FakeClock) -> TimedLog:
+    vendor.log = fake_time_log(clock)
+    return vendor.log
+
+
+def gaps(times: Sequence[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+def assert_within(times: Sequence[float], windows: Sequence[Window]) -> None:
+    times = sorted(times)
+    for w in windows:
+        for i in range(len(times) - w.requests):
+            assert times[i + w.requests] - times[i] > w.per, f"window {w} exceeded at request {i}"
+
+
+# -- spreading and the effective interval (FakeClock) ---------------------------------------
+
+
+async def test_targets_are_spread_evenly_over_the_interval(vendor, vendor_url, write_config, rig):
+    """Six targets at a 60 s interval: one request every 10 s, not a burst."""
+    ids = ["a", "b", "c", "d", "e", "f"]
+    vendor.viewers = {i: 10.0 for i in ids}
+    r = rig(write_config([tv_source(vendor_url, targets=ids, interval="60s")]))
+    log = timed(vendor, r.clock)
+    start = r.clock.monotonic()
+    for cycle in range(2):
+        r.clock.advance(start + cycle * 60.0 - r.clock.monotonic())
+        await r.runner.run_cycle()
+    assert [k for _, k in log] == ids * 2
+    assert log.times == pytest.approx([start + 10.0 * k for k in range(12)])
+    assert all(t.up for t in r.store.sources["tv"].targets.values())
+
+
+async def test_more_targets_than_budget_lengthen_the_interval(vendor, vendor_url, write_config, rig):
+    """150 targets at 100/min AND 1000/h: the interval becomes 9 min, shown on /metrics,
+    and seven cycles (1050 requests) keep within both windows."""
+    ids = [f"s{i}" for i in range(150)]
+    vendor.viewers = {i: 1.0 for i in ids}
+    windows = [{"requests": 100, "per": "1m"}, {"requests": 1000, "per": "1h"}]
+    r = rig(write_config([tv_source(vendor_url, targets=ids, rate_limit=windows)]))
+    runner = r.runner
+    assert runner.configured_interval == pytest.approx(0.2)
+    assert runner.interval == pytest.approx(540.0)
+
+    samples = r.scrape()
+    assert value(samples, "livestream_exporter_poll_interval_seconds", **SOURCE) == pytest.approx(540.0)
+    assert value(samples, "livestream_exporter_rate_limit_requests_per_second", **SOURCE) == pytest.approx(
+        1000 / 3600
+    )
+    assert value(samples, "livestream_exporter_targets", **SOURCE) == 150
+
+    log = timed(vendor, r.clock)
+    start = r.clock.monotonic()
+    for cycle in range(7):
+        r.clock.advance(start + cycle * 540.0 - r.clock.monotonic())
+        await runner.run_cycle()
+    assert len(log) == 1050
+    assert_within(log.times, [Window(100, 60.0), Window(1000, 3600.0)])
+    # evenly spread: one request every 540/150 = 3.6 s (the limiter may add its 1 ms margin)
+    assert all(3.6 - 0.002 <= g <= 3.6 + 0.002 for g in gaps(log.times)), set(gaps(log.times))
+
+
+async def test_polls_within_the_planned_interval_are_not_counted_as_limiter_waits(
+    vendor, vendor_url, write_config, rig
+):
+    """A source whose effective interval was planned from its budget is not held back by
+    its own limiter: `rate_limit_waits_total` stays 0 cycle after cycle."""
+    r = rig(write_config([tv_source(vendor_url, rate_limit=[{"requests": 2, "per": "10s"}])]))
+    assert r.runner.interval == pytest.approx(15.0)
+    start = r.clock.monotonic()
+    for cycle in range(4):
+        r.clock.advance(start + cycle * 15.0 - r.clock.monotonic())
+        await r.runner.run_cycle()
+    samples = r.scrape()
+    assert value(samples, "livestream_exporter_rate_limit_waits_total", **SOURCE) == 0, (
+        "every poll past the first window was 'delayed' by the limiter's 1 ms edge margin"
+    )
+
+
+async def test_limiter_waits_are_counted(vendor, vendor_url, write_config, rig):
+    """Requests the limiter really holds back show in rate_limit_waits_total."""
+    r = rig(write_config([tv_source(vendor_url, rate_limit=[{"requests": 2, "per": "10s"}])]))
+    log = timed(vendor, r.clock)
+    runner = r.runner
+    t0 = r.clock.monotonic()
+    for target in runner.targets():  # three polls back to back, budget 2 per 10 s
+        await runner.poll_batch([target])
+    assert log.times[2] >= t0 + 10.0
+    assert runner.stats.limiter_waits == 1
+    assert value(r.scrape(), "livestream_exporter_rate_limit_waits_total", **SOURCE) == 1
+
+
+# -- throttling and back-off (FakeClock) ------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+async def test_429_retry_after_pauses_the_source(vendor, vendor_url, write_config, rig, form):
+    r = rig(write_config([tv_source(vendor_url, targets=["a", "b"])]))
+    vendor.faults["a"] = "429"
+    vendor.retry_after = (
+        "30" if form == "seconds" else email.utils.formatdate(r.clock.time() + 30, usegmt=True)
+    )
+    log = timed(vendor, r.clock)
+    await r.runner.run_cycle()
+    (t_a,), (t_b,) = log.at("stream", "a"), log.at("stream", "b")
+    assert t_b >= t_a + 30.0, "the next request went out before Retry-After"
+    assert t_b <= t_a + 31.0 + 0.1  # the hint plus at most 1 s of jitter, not more
+
+    samples = r.scrape()
+    assert value(samples, "livestream_exporter_throttled_total", **SOURCE) == 1
+    assert value(samples, "livestream_exporter_rate_limit_waits_total", **SOURCE) == 1
+    assert (
+        value(samples, "livestream_exporter_api_requests_total", **SOURCE, endpoint="stream", code="429") == 1
+    )
+    assert value(samples, "livestream_target_up", **tv("a")) == 0
+    assert value(samples, "livestream_target_up", **tv("b")) == 1
+    assert r.store.sources["tv"].targets["a"].error == "throttled"
+
+
+async def test_5xx_backs_off_exponentially_and_recovers(vendor, vendor_url, write_config, rig):
+    r = rig(write_config([tv_source(vendor_url, targets=["a"])]))
+    vendor.faults["a"] = "500"
+    log = timed(vendor, r.clock)
+    for _ in range(6):
+        await r.runner.run_cycle()  # back to back: only the back-off spaces them
+    pauses = gaps(log.times)
+    for k, p in enumerate(pauses):
+        full = 2.0**k  # base 1 s, doubling per failure
+        assert full / 2 - 0.01 <= p <= full + 0.01, (
+            f"pause {k + 1} was {p:.3f}s, expected [{full / 2}, {full}]"
+        )
+    assert pauses == sorted(pauses)
+    samples = r.scrape()
+    assert value(samples, "livestream_exporter_throttled_total", **SOURCE) == 0  # a 5xx is not throttling
+    assert (
+        value(samples, "livestream_exporter_api_requests_total", **SOURCE, endpoint="stream", code="500") == 6
+    )
+
+    # recovery resets the back-off: after one success the next poll is not held back
+    del vendor.faults["a"]
+    await r.runner.run_cycle()
+    t_ok = r.clock.monotonic()
+    await r.runner.run_cycle()
+    assert log.times[-1] == pytest.approx(t_ok)
+    assert r.store.sources["tv"].targets["a"].up
+
+
+async def test_throttling_answered_with_http_200_counts_and_backs_off(vendor, vendor_url, write_config, rig):
+    """A vendor that says "too frequent" with HTTP 200 (provider raises ThrottledError)."""
+    r = rig(write_config([tv_source(vendor_url, targets=["a", "b"])]))
+    vendor.faults["a"] = "throttle200"  # answers {"throttled": true, "retry_after": 3}
+    log = timed(vendor, r.clock)
+    await r.runner.run_cycle()
+    (t_a,), (t_b,) = log.at("stream", "a"), log.at("stream", "b")
+    assert t_b >= t_a + 3.0
+    samples = r.scrape()
+    assert value(samples, "livestream_exporter_throttled_total", **SOURCE) == 1
+    assert (
+        value(samples, "livestream_exporter_api_requests_total", **SOURCE, endpoint="stream", code="200") == 2
+    )
+    assert value(samples, "livestream_target_up", **tv("a")) == 0
+    assert r.store.sources["tv"].targets["a"].error == "throttled"
+
+
+# -- batching, discovery, provider bugs ---------------------------------------------------
+
+
+async def test_batching_sends_several_targets_per_request(vendor, vendor_url, write_config, rig):
+    r = rig(write_config([tv_source(vendor_url, batch_size=2, interval="10s")]))
+    runner = r.runner
+    assert runner.requests_per_cycle() == {"default": 2}  # the interval is planned on requests
+    log = timed(vendor, r.clock)
+    start = r.clock.monotonic()
+    await runner.run_cycle()
+    assert list(log) == [("batch", "a,b"), ("stream", "c")]
+    assert log.times == pytest.approx([start, start + 5.0])  # two requests spread over 10 s
+    samples = r.scrape()
+    for stream, viewers in (("a", 100), ("b", 200), ("c", 300)):
+        assert value(samples, "livestream_concurrent_viewers", **tv(stream)) == viewers
+        assert value(samples, "livestream_target_up", **tv(stream)) == 1
+
+
+async def test_batching_plans_the_interval_on_requests_not_targets(vendor, vendor_url, write_config, rig):
+    ids = [f"s{i}" for i in range(10)]
+    limit = [{"requests": 1, "per": "10s"}]
+    plain = rig(write_config([tv_source(vendor_url, targets=ids, rate_limit=limit)]))
+    batched = rig(write_config([tv_source(vendor_url, targets=ids, rate_limit=limit, batch_size=5)]))
+    assert plain.runner.interval == pytest.approx(100.0)
+    assert batched.runner.interval == pytest.approx(20.0)
+
+
+async def test_a_provider_bug_fails_only_its_targets(vendor, vendor_url, write_config, rig, logs):
+    r = rig(write_config([tv_source(vendor_url)]))
+    runner = r.runner
+    real_poll = runner.provider.poll
+
+    async def buggy(batch):
+        if any(t.key == "b" for t in batch):
+            raise KeyError("unexpected field")
+        return await real_poll(batch)
+
+    runner.provider.poll = buggy  # type: ignore[method-assign]
+    await runner.run_cycle()
+    targets = r.store.sources["tv"].targets
+    assert targets["a"].up and targets["c"].up
+    assert not targets["b"].up and targets["b"].error == "error"
+    assert r.store.ready()
+    samples = r.scrape()
+    assert value(samples, "livestream_concurrent_viewers", **tv("c")) == 300
+    assert value(samples, "livestream_target_up", **tv("b")) == 0
+    assert any("provider failed unexpectedly" in line and "KeyError" in line for line in logs)
+
+
+# -- the real APScheduler ---------------------------------------------------------------
+
+
+class CountingVendor:
+    """A FakeVendor server that counts requests in flight and logs arrival times."""
+
+    def __init__(self, vendor: FakeVendor) -> None:
+        self.vendor = vendor
+        self.inflight = 0
+        self.max_inflight = 0
+        loop = asyncio.get_running_loop()
+        vendor.log = self.log = TimedLog(loop.time)
+
+    def app(self) -> web.Application:
+        app = self.vendor.app()
+
+        @web.middleware
+        async def count(request: web.Request, handler: Any) -> web.StreamResponse:
+            self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
+            try:
+                return await handler(request)
+            finally:
+                self.inflight -= 1
+
+        app.middlewares.append(count)
+        return app
+
+
+@pytest.fixture
+async def counting(aiohttp_server) -> Callable[..., Any]:
+    async def start(vendor: FakeVendor) -> tuple[CountingVendor, str]:
+        cv = CountingVendor(vendor)
+        server = await aiohttp_server(cv.app())
+        return cv, str(server.make_url("")).rstrip("/")
+
+    return start
+
+
+async def test_slow_polls_never_overlap_runs_of_one_source(write_config, running, counting):
+    """Polls slower than the 200 ms interval: one request in flight at a time, never two cycles."""
+    vendor = FakeVendor(slow_seconds=0.3, faults={"a": "slow", "b": "slow"})
+    cv, url = await counting(vendor)
+    exporter, _ = await running(write_config([tv_source(url, targets=["a", "b"])]))
+    await wait_for(lambda: len(vendor.log.at("stream", "a")) >= 3, within=10)
+    assert cv.max_inflight == 1, "two polls of one source were in flight at once"
+    # each cycle takes >= 0.6 s: a new one never starts before the previous ended
+    starts = vendor.log.at("stream", "a")
+    assert all(g >= 0.55 for g in gaps(starts)), gaps(starts)
+    assert exporter.store.sources["tv"].targets["a"].up
+
+
+async def test_a_slow_source_never_delays_another(write_config, running, counting):
+    slow_vendor = FakeVendor(slow_seconds=3.0, faults={"a": "slow", "b": "slow", "c": "slow"})
+    fast_vendor = FakeVendor()
+    _, slow_url = await counting(slow_vendor)
+    _, fast_url = await counting(fast_vendor)
+    exporter, client = await running(
+        write_config([tv_source(slow_url, name="slow"), tv_source(fast_url, name="fast")])
+    )
+    await wait_for(exporter.store.ready)
+    t0 = asyncio.get_running_loop().time()
+    await asyncio.sleep(1.0)
+    fast = [t for t in fast_vendor.log.at("stream") if t >= t0]
+    # 1 s at 200 ms per cycle of 3 targets is ~15 polls; allow for a loaded machine
+    assert len(fast) >= 8, f"only {len(fast)} polls of the fast source in 1 s"
+    assert max(gaps(fast)) < 0.5, "the fast source stalled"
+    slow_targets = exporter.store.sources["slow"].targets
+    assert slow_targets["a"].error == "timeout"
+    samples = parse(await (await client.get("/metrics")).text())
+    for s in ("a", "b", "c"):
+        assert value(samples, "livestream_target_up", **tv(s, "fast")) == 1
+    assert value(samples, "livestream_target_up", **tv("a", "slow")) == 0
+
+
+async def test_discovered_targets_appear_and_vanish(vendor, vendor_url, write_config, running):
+    exporter, client = await running(write_config([tv_source(vendor_url, targets=[], discover=True)]))
+    targets = lambda: exporter.store.sources["tv"].targets  # noqa: E731
+
+    await wait_for(lambda: set(targets()) == {"a", "b", "c"} and all(t.up for t in targets().values()))
+    samples = parse(await (await client.get("/metrics")).text())
+    assert value(samples, "livestream_concurrent_viewers", **tv("c")) == 300
+    assert value(samples, "livestream_exporter_targets", **SOURCE) == 3
+
+    vendor.listed = ["a", "b", "d"]
+    vendor.viewers["d"] = 400.0
+    await wait_for(lambda: set(targets()) == {"a", "b", "d"} and targets()["d"].up)
+    samples = parse(await (await client.get("/metrics")).text())
+    assert series_of(samples, stream="tv/c") == [], "a stream no longer listed kept series"
+    assert value(samples, "livestream_concurrent_viewers", **tv("d")) == 400
+    assert value(samples, "livestream_exporter_targets", **SOURCE) == 3
+    assert ("list", "") in vendor.log
+
+
+# -- regressions -------------------------------------------------------------------------------
+
+
+async def test_poll_duration_leaves_out_the_wait_for_the_budget(vendor, vendor_url, write_config, rig):
+    """After a 30 s Retry-After pause, the next target's poll duration is its own, not 30 s."""
+    r = rig(write_config([tv_source(vendor_url, targets=["a", "b"])]))
+    vendor.faults["a"] = "429"
+    vendor.retry_after = "30"
+    timed(vendor, r.clock)
+    await r.runner.run_cycle()
+    state_b = r.store.sources["tv"].targets["b"]
+    assert state_b.up
+    assert state_b.poll_duration is not None and state_b.poll_duration < 1.0
+
+
+async def test_polls_after_a_back_off_pause_keep_their_spacing(vendor, vendor_url, write_config, rig):
+    """A pause in the middle of a cycle must not make the remaining targets go out in a burst."""
+    ids = ["a", "b", "c", "d"]
+    vendor.viewers = {i: 1.0 for i in ids}
+    vendor.faults["a"] = "429"
+    vendor.retry_after = "30"
+    r = rig(write_config([tv_source(vendor_url, targets=ids, interval="40s")]))
+    log = timed(vendor, r.clock)
+    await r.runner.run_cycle()
+    times = [log.at("stream", i)[0] for i in ids]
+    assert min(gaps(times[1:])) >= 10.0 - 1e-6, f"burst after the pause: {gaps(times)}"

@@ -1,0 +1,515 @@
+"""Issue 2 point 7 (/metrics) and point 8 (HTTP pages, reload, web config), in process.
+
+Every test runs the real aiohttp app against the FakeVendor over loopback; the TLS test
+runs the real CLI in a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import html
+import platform
+import re
+import socket
+import ssl
+import subprocess
+import sys
+from asyncio.subprocess import PIPE
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+import bcrypt
+import pytest
+import yaml
+
+from exporter import __version__
+from exporter import logging as exlog
+from exporter.cli import main
+from exporter.webconfig import load_web_config
+from tests.conftest import promtool, tv_source, wait_for
+from tests.exporter_process import run_exporter
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+
+async def scrape(client: Any, path: str = "/metrics", **headers: str) -> tuple[aiohttp.ClientResponse, str]:
+    headers.setdefault("Accept-Encoding", "identity")
+    r = await client.get(path, headers=headers)
+    return r, await r.text()
+
+
+def families(text: str) -> dict[str, dict[str, Any]]:
+    """Parse the text format: family name -> {help, type, samples: [(name, labels, value)]}."""
+    fams: dict[str, dict[str, Any]] = {}
+    current: dict[str, Any] | None = None
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name = line.split()[2]
+            current = fams.setdefault(name, {"samples": []})
+            current["help"] = line.split(" ", 3)[3] if len(line.split(" ", 3)) > 3 else ""
+        elif line.startswith("# TYPE "):
+            _, _, name, type_ = line.split()
+            current = fams.setdefault(name, {"samples": []})
+            current["type"] = type_
+        elif line and not line.startswith("#"):
+            m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$", line)
+            assert m, f"unparseable sample line: {line!r}"
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+            owner = _owner(m.group(1), fams)
+            assert owner is not None, f"sample {m.group(1)} has no preceding HELP/TYPE"
+            fams[owner]["samples"].append((m.group(1), labels, float(m.group(4))))
+    return fams
+
+
+def _owner(sample: str, fams: dict[str, dict[str, Any]]) -> str | None:
+    if sample in fams:
+        return sample
+    for suffix in ("_bucket", "_sum", "_count", "_created"):
+        base = sample.removesuffix(suffix)
+        if base != sample and fams.get(base, {}).get("type") in ("histogram", "summary"):
+            return base
+    return None
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    out = []
+    for fam in families(text).values():
+        out.extend((labels, value) for n, labels, value in fam["samples"] if n == name)
+    return out
+
+
+def exporter_part(body: bytes) -> bytes:
+    """The exporter's own families: everything but the process/python metrics."""
+    return b"\n".join(
+        line for line in body.split(b"\n") if not re.match(rb"(# (HELP|TYPE) )?(process_|python_)", line)
+    )
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def ready_and_polled(
+    exporter: Any, source: str = "tv", keys: tuple[str, ...] = ("a", "b", "c")
+) -> None:
+    await wait_for(exporter.store.ready)
+    await wait_for(lambda: all(exporter.store.sources[source].targets[k].attempted for k in keys))
+
+
+# ---- /metrics: format -------------------------------------------------------------------
+
+
+async def test_every_family_has_help_and_type_and_only_counters_end_in_total(
+    vendor, vendor_url, write_config, running
+):
+    """Point 7: HELP and TYPE on every family; `_total` on counters and only on counters; units in names."""
+    vendor.faults["b"] = "500"
+    exporter, client = await running(write_config([tv_source(vendor_url, app_metrics=True)]))
+    await ready_and_polled(exporter)
+    _, text = await scrape(client)
+    fams = families(text)
+    assert "livestream_concurrent_viewers" in fams and "livestream_likes_total" in fams
+    for name, fam in fams.items():
+        assert fam.get("help"), f"{name} has no HELP text"
+        assert fam.get("type") in ("gauge", "counter", "histogram", "summary", "untyped"), name
+        if fam["type"] == "counter":
+            assert name.endswith("_total"), f"counter {name} does not end in _total"
+        else:
+            assert not name.endswith("_total"), f"{fam['type']} {name} ends in _total"
+            assert all(not s[0].endswith("_total") for s in fam["samples"]), name
+        if re.search(r"(duration|timestamp|interval)", name):
+            assert re.search(r"_seconds(_total)?$", name), f"{name}: time without the _seconds unit"
+        assert not re.search(r"(_ms|_milliseconds|_minutes)(_|$)", name), name
+
+
+async def test_promtool_check_metrics_is_clean(vendor, vendor_url, write_config, running):
+    """Point 7: `promtool check metrics` prints nothing on our exposition."""
+    tool = promtool()
+    if tool is None:
+        pytest.skip("promtool not installed")
+    vendor.faults["b"] = "500"
+    exporter, client = await running(write_config([tv_source(vendor_url, app_metrics=True)]))
+    await ready_and_polled(exporter)
+    _, text = await scrape(client)
+    proc = await asyncio.create_subprocess_exec(
+        tool, "check", "metrics", stdin=PIPE, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(text.encode()), 30)
+    report = (out + err).decode()
+    assert proc.returncode == 0, report
+    assert report.strip() == "", report
+
+
+async def test_gzip_when_asked(vendor, vendor_url, write_config, running):
+    """Point 7 / contract section 1: `Accept-Encoding: gzip` gets a gzip body with the same text."""
+    exporter, client = await running(write_config([tv_source(vendor_url)], interval="1h"))
+    await ready_and_polled(exporter, keys=("a",))
+    plain_r, plain = await scrape(client)
+    assert "Content-Encoding" not in plain_r.headers
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as raw,
+        raw.get(client.make_url("/metrics"), headers={"Accept-Encoding": "gzip"}) as r,
+    ):
+        assert r.status == 200
+        assert r.headers["Content-Encoding"] == "gzip"
+        body = await r.read()
+    assert body[:2] == b"\x1f\x8b", "not a gzip stream"
+    unzipped = gzip.decompress(body)
+    assert exporter_part(unzipped) == exporter_part(plain.encode())
+
+
+async def test_openmetrics_when_negotiated(vendor, vendor_url, write_config, running):
+    """Point 7: OpenMetrics negotiation gives its content type and exactly one trailing `# EOF`."""
+    exporter, client = await running(write_config([tv_source(vendor_url)]))
+    await ready_and_polled(exporter)
+    r, text = await scrape(client, Accept=OPENMETRICS)
+    assert r.status == 200
+    assert r.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert text.endswith("# EOF\n")
+    assert text.count("# EOF") == 1
+    assert "# TYPE livestream_exporter_api_requests counter" in text
+    assert "livestream_exporter_api_requests_total{" in text
+    # and the default is the classic text format
+    r, text = await scrape(client)
+    assert r.headers["Content-Type"].startswith("text/plain; version=")
+    assert "# EOF" not in text
+
+
+# ---- /metrics: self-metrics of section 3 ------------------------------------------------
+
+
+async def test_self_metrics_of_contract_section_3(vendor, vendor_url, write_config, running):
+    """Point 7: every exporter self-metric is present with provider/source labels."""
+    exporter, client = await running(write_config([tv_source(vendor_url)]))
+    await ready_and_polled(exporter)
+    _, text = await scrape(client)
+    fams = families(text)
+    src = {"provider": "testvendor", "source": "tv"}
+
+    def labelled(name: str, type_: str, extra: set[str] = frozenset()) -> list[tuple[dict[str, str], float]]:  # type: ignore[assignment]
+        assert name in fams, f"{name} missing from /metrics"
+        assert fams[name]["type"] == type_, (name, fams[name]["type"])
+        got = [(lab, v) for n, lab, v in fams[name]["samples"] if n == name or n.startswith(name + "_")]
+        assert got, f"{name} has no samples"
+        for lab, _ in got:
+            assert {k: lab.get(k) for k in src} == src, (name, lab)
+            assert extra <= set(lab), (name, lab)
+        return got
+
+    reqs = labelled("livestream_exporter_api_requests_total", "counter", {"endpoint", "code"})
+    assert any(lab["endpoint"] == "stream" and lab["code"] == "200" and v >= 3 for lab, v in reqs), reqs
+    hist = labelled("livestream_exporter_api_request_duration_seconds", "histogram", {"endpoint"})
+    names = {n for n, _, _ in fams["livestream_exporter_api_request_duration_seconds"]["samples"]}
+    assert names == {
+        "livestream_exporter_api_request_duration_seconds_bucket",
+        "livestream_exporter_api_request_duration_seconds_sum",
+        "livestream_exporter_api_request_duration_seconds_count",
+    }
+    assert any(lab.get("le") == "+Inf" for lab, _ in hist)
+    labelled("livestream_exporter_throttled_total", "counter")
+    labelled("livestream_exporter_rate_limit_waits_total", "counter")
+    ((_, rps),) = labelled("livestream_exporter_rate_limit_requests_per_second", "gauge")
+    assert rps == pytest.approx(10.0)  # testvendor's tightest default window: 600 per 60 s
+    ((_, interval),) = labelled("livestream_exporter_poll_interval_seconds", "gauge")
+    assert interval >= 0.2
+    ((_, ntargets),) = labelled("livestream_exporter_targets", "gauge")
+    assert ntargets == 3
+
+    assert samples(text, "livestream_exporter_build_info") == [
+        ({"version": __version__, "python_version": platform.python_version()}, 1.0)
+    ]
+    assert samples(text, "livestream_exporter_config_last_reload_successful") == [({}, 1.0)]
+    ((_, ts),) = samples(text, "livestream_exporter_config_last_reload_success_timestamp_seconds")
+    assert ts > 1.6e9
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_start_time_seconds"):
+        assert samples(text, name), f"{name} missing"
+
+
+async def test_api_requests_code_timeout_and_error(vendor, vendor_url, write_config, running):
+    """Section 3: `code` is "timeout" when the vendor answers too late, "error" when it cannot be reached."""
+    vendor.faults["a"] = "slow"
+    vendor.slow_seconds = 2.0
+    cfg = write_config(
+        [
+            tv_source(vendor_url, targets=["a"]),
+            tv_source(f"http://127.0.0.1:{closed_port()}", name="dead", targets=["a"]),
+        ],
+        timeout="200ms",
+    )
+    exporter, client = await running(cfg)
+    await wait_for(lambda: exporter.store.sources["tv"].stats.requests[("stream", "timeout")] > 0)
+    await wait_for(lambda: exporter.store.sources["dead"].stats.requests[("stream", "error")] > 0)
+    _, text = await scrape(client)
+    reqs = samples(text, "livestream_exporter_api_requests_total")
+    codes = {(lab["source"], lab["code"]) for lab, _ in reqs}
+    assert ("tv", "timeout") in codes, reqs
+    assert ("dead", "error") in codes, reqs
+    assert not any(lab["code"] == "200" for lab, _ in reqs)
+    ups = {lab["source"]: v for lab, v in samples(text, "livestream_target_up")}
+    assert ups == {"tv": 0.0, "dead": 0.0}
+
+
+async def test_metrics_cache_same_bytes_until_a_poll(vendor, vendor_url, write_config, running):
+    """Point 7: /metrics comes from a cache: the same bytes while nothing changed, new bytes after a poll."""
+    exporter, client = await running(write_config([tv_source(vendor_url, targets=["a"])], interval="1h"))
+    await ready_and_polled(exporter, keys=("a",))
+    first = exporter_part((await scrape(client))[1].encode())
+    second = exporter_part((await scrape(client))[1].encode())
+    assert first == second
+    assert b'stream="tv/a"} 100.0' in first
+
+    vendor.viewers["a"] = 123.0
+    runner = exporter.runners["tv"]
+    await runner.poll_batch(runner.targets())
+    third = exporter_part((await scrape(client))[1].encode())
+    assert third != second
+    assert b'livestream_concurrent_viewers{provider="testvendor",source="tv",stream="tv/a"} 123.0' in third
+
+
+# ---- pages ------------------------------------------------------------------------------
+
+
+async def test_landing_page(vendor, vendor_url, write_config, running):
+    """Point 8: `/` shows the version, links, a row per target with health, last success, error kind."""
+    vendor.faults["b"] = "500"
+    src = tv_source(vendor_url)
+    src["targets"] = [{"stream_id": "a"}, {"stream_id": "b"}, {"stream_id": "c", "name": "<b>x</b>"}]
+    exporter, client = await running(write_config([src]))
+    await ready_and_polled(exporter)
+    r = await client.get("/")
+    assert r.status == 200
+    assert r.headers["Content-Type"].startswith("text/html")
+    page = await r.text()
+    assert __version__ in page
+    hrefs = {urljoin("http://h/", h) for h in re.findall(r'href="([^"]*)"', page)}
+    assert {"http://h/metrics", "http://h/-/healthy", "http://h/-/ready"} <= hrefs, hrefs
+
+    rows = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", page, re.S):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        if cells:
+            rows[cells[2]] = cells
+    assert set(rows) == {"tv/a", "tv/b", html.escape("<b>x</b>")}, rows
+    source, provider, _, _, health, last_success, last_error, _ = rows["tv/a"]
+    assert (source, provider, health, last_error) == ("tv", "testvendor", "up", "")
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", last_success), last_success
+    _, _, _, _, health, last_success, last_error, _ = rows["tv/b"]
+    assert (health, last_success, last_error) == ("down", "never", "upstream")
+    assert "<b>x</b>" not in page, "stream names must be HTML-escaped"
+
+
+async def test_healthy_and_reload_method(vendor, vendor_url, write_config, running):
+    """Point 8: /-/healthy is 200; /-/reload only accepts POST (GET is 405)."""
+    _, client = await running(write_config([tv_source(vendor_url)]))
+    r = await client.get("/-/healthy")
+    assert r.status == 200
+    r = await client.get("/-/reload")
+    assert r.status == 405
+
+
+async def test_ready_once_every_source_polled(vendor, vendor_url, write_config, running):
+    """Section 1: /-/ready is 200 once every source has attempted its first poll (even a failing one)."""
+    cfg = write_config(
+        [tv_source(vendor_url), tv_source(f"http://127.0.0.1:{closed_port()}", name="dead", targets=["a"])]
+    )
+    exporter, client = await running(cfg)
+    await wait_for(exporter.store.ready)
+    r = await client.get("/-/ready")
+    assert r.status == 200
+
+
+async def test_post_reload_adds_a_target(vendor, vendor_url, write_config, running):
+    """Point 8: POST /-/reload re-reads the file; a target added there is polled and exported."""
+    exporter, client = await running(write_config([tv_source(vendor_url)]))
+    await ready_and_polled(exporter)
+    vendor.viewers["d"] = 444.0
+    write_config([tv_source(vendor_url, targets=["a", "b", "c", "d"])])
+    r = await client.post("/-/reload")
+    assert r.status == 200, await r.text()
+    await wait_for(lambda: exporter.store.sources["tv"].targets["d"].up)
+    _, text = await scrape(client)
+    assert 'livestream_concurrent_viewers{provider="testvendor",source="tv",stream="tv/d"} 444.0' in text
+    assert samples(text, "livestream_exporter_config_last_reload_successful") == [({}, 1.0)]
+
+
+async def test_post_reload_invalid_file_keeps_old_config(vendor, vendor_url, write_config, running, logs):
+    """Point 8: an invalid new file is rejected (500, the error), logged; the old config keeps polling."""
+    cfg = write_config([tv_source(vendor_url)])
+    exporter, client = await running(cfg)
+    await ready_and_polled(exporter)
+    _, before = await scrape(client)
+    ((_, ts_before),) = samples(before, "livestream_exporter_config_last_reload_success_timestamp_seconds")
+
+    bad = yaml.safe_load(cfg.read_text())
+    bad["sources"][0]["bogus_key"] = 1
+    cfg.write_text(yaml.safe_dump(bad))
+    r = await client.post("/-/reload")
+    body = await r.text()
+    assert r.status == 500
+    assert "sources[0].bogus_key" in body and "unknown key" in body, body
+    assert any("level=error" in line and "reload failed" in line for line in logs), logs
+
+    polled = len(vendor.log)
+    await wait_for(lambda: len([e for e in vendor.log[polled:] if e == ("stream", "a")]) >= 1)
+    assert exporter.store.sources["tv"].targets["a"].up
+    _, after = await scrape(client)
+    assert samples(after, "livestream_exporter_config_last_reload_successful") == [({}, 0.0)]
+    assert samples(after, "livestream_exporter_config_last_reload_success_timestamp_seconds") == [
+        ({}, ts_before)
+    ]
+    assert 'stream="tv/a"} 100.0' in after
+
+
+async def test_custom_telemetry_path(vendor, vendor_url, write_config, running):
+    """Section 1: --web.telemetry-path moves the metrics; the landing page links there."""
+    exporter, client = await running(write_config([tv_source(vendor_url)]), telemetry_path="/x/stats")
+    await ready_and_polled(exporter)
+    r, text = await scrape(client, "/x/stats")
+    assert r.status == 200 and "livestream_concurrent_viewers{" in text
+    r = await client.get("/metrics")
+    assert r.status == 404
+    page = await (await client.get("/")).text()
+    assert "http://h/x/stats" in {urljoin("http://h/", h) for h in re.findall(r'href="([^"]*)"', page)}
+
+
+# ---- web config -------------------------------------------------------------------------
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": aiohttp.encode_basic_auth(user, password)}
+
+
+def _hash(password: str) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+async def test_basic_auth_and_headers(vendor, vendor_url, write_config, running, tmp_path):
+    """Section 1: web config basic_auth_users (bcrypt) guards every page; its headers are sent."""
+    web_file = tmp_path / "web.yaml"
+    web_file.write_text(
+        yaml.safe_dump(
+            {
+                "basic_auth_users": {"prom": _hash("right-pass")},
+                "http_server_config": {"headers": {"X-Frame-Options": "deny", "X-Custom": "yes"}},
+            }
+        )
+    )
+    web_config = load_web_config(str(web_file))
+    _, client = await running(write_config([tv_source(vendor_url)]), web_config=web_config)
+
+    for path in ("/metrics", "/", "/-/healthy"):
+        r = await client.get(path)
+        assert r.status == 401, path
+        assert r.headers["WWW-Authenticate"].startswith("Basic"), r.headers
+    r = await client.get("/metrics", headers=basic("prom", "wrong-pass"))
+    assert r.status == 401
+    r = await client.get("/metrics", headers=basic("nobody", "right-pass"))
+    assert r.status == 401
+    r = await client.get("/metrics", headers={"Authorization": "Basic !!not-base64"})
+    assert r.status == 401
+    r = await client.get("/metrics", headers=basic("prom", "right-pass"))
+    assert r.status == 200
+    assert "livestream_exporter_build_info" in await r.text()
+    assert r.headers["X-Frame-Options"] == "deny"
+    assert r.headers["X-Custom"] == "yes"
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_tls_basic_auth_and_telemetry_path_through_the_cli(vendor_url, write_config, tmp_path):
+    """Section 1: the real CLI serves TLS from the web config, with basic auth, on a custom telemetry path."""
+    cert, key = _self_signed(tmp_path)
+    web_file = tmp_path / "web.yaml"
+    web_file.write_text(
+        yaml.safe_dump(
+            {
+                "tls_server_config": {"cert_file": str(cert), "key_file": str(key)},
+                "basic_auth_users": {"prom": _hash("pw")},
+                "http_server_config": {"headers": {"Strict-Transport-Security": "max-age=1"}},
+            }
+        )
+    )
+    trust = ssl.create_default_context(cafile=str(cert))
+    cfg = write_config([tv_source(vendor_url)])
+    async with run_exporter(
+        tmp_path,
+        "--web.config.file",
+        str(web_file),
+        "--web.telemetry-path",
+        "/probe",
+        config=cfg,
+        ssl_context=trust,
+        auth=("prom", "pw"),
+    ) as p:
+        status, text = await p.get("/probe")
+        assert status == 200 and "livestream_concurrent_viewers{" in text
+        assert (await p.get("/probe", auth=None))[0] == 401
+        assert (await p.get("/metrics"))[0] == 404
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(p.base + "/-/healthy", ssl=trust, headers=basic("prom", "pw")) as r,
+        ):
+            assert r.status == 200
+            assert r.headers["Strict-Transport-Security"] == "max-age=1"
+        with pytest.raises(aiohttp.ClientError):  # plain HTTP is not served on a TLS port
+            async with aiohttp.ClientSession() as s:
+                await (await s.get(p.base.replace("https://", "http://") + "/-/healthy")).read()
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):  # and the cert is what we gave it
+            async with aiohttp.ClientSession() as s:
+                await s.get(p.base + "/-/healthy", ssl=ssl.create_default_context())
+
+
+@pytest.mark.parametrize(
+    ("web", "expected"),
+    [
+        ({"basic_auth_user": {"u": "x"}}, "basic_auth_user: unknown key"),
+        ({"basic_auth_users": {"prom": "plaintext"}}, "basic_auth_users.prom: must be a bcrypt hash"),
+        (
+            {"tls_server_config": {"cert_file": "/nonexistent/c.pem", "key_file": "/nonexistent/k.pem"}},
+            "tls_server_config: cannot load the certificate or key",
+        ),
+    ],
+    ids=["unknown-key", "not-bcrypt", "unreadable-cert"],
+)
+def test_invalid_web_config_exits_2(web, expected, write_config, tmp_path, capsys):
+    """Section 1: an invalid --web.config.file is a configuration error: one readable line, exit 2."""
+    web_file = tmp_path / "web.yaml"
+    web_file.write_text(yaml.safe_dump(web))
+    cfg = write_config([tv_source("http://127.0.0.1:9")])
+    try:
+        code = main(
+            [
+                "--config.file",
+                str(cfg),
+                "--web.config.file",
+                str(web_file),
+                "--web.listen-address",
+                "127.0.0.1:0",
+            ]
+        )
+    finally:  # main() pointed the logs at the captured stderr
+        exlog.setup("info", "logfmt", stream=sys.__stderr__)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{web_file}: {expected}" in err, err
+    assert "Traceback" not in err
