@@ -124,3 +124,24 @@ def promtool() -> str | None:
     if path is None and os.environ.get("CI") == "true":
         pytest.fail("promtool is required under CI=true (Debian package prometheus; make test installs it)")
     return path
+
+
+# -- the vendor simulator (exporter.simulator) -------------------------------------------------
+
+
+@pytest.fixture
+async def simulator(aiohttp_server: Any) -> tuple[Any, str]:
+    """(Simulator, root URL) of the five-vendor simulator on a real loopback server."""
+    from exporter.simulator import Simulator, create_app
+
+    sim = Simulator()
+    server = await aiohttp_server(create_app(sim))
+    return sim, str(server.make_url("")).rstrip("/")
+
+
+def sim_sources(root: str, *providers: str, **overrides: Any) -> list[dict[str, Any]]:
+    """The demo configuration's sources for `providers`, each updated with `overrides`."""
+    from exporter.simulator import demo_config
+
+    sources = [s for s in demo_config(root)["sources"] if not providers or s["provider"] in providers]
+    return [{**s, **overrides} for s in sources]

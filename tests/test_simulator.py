@@ -32,6 +32,8 @@ from exporter.simulator import (
     DEMO_TENCENT_SECRET,
     DROP_AFTER,
     END_AFTER,
+    ENDED_BEFORE,
+    ENDED_DURATION,
     START_AFTER,
     TENCENT_DESTROY_AFTER_END,
     VENDORS,
@@ -40,6 +42,7 @@ from exporter.simulator import (
     demo_config,
     start_simulator,
 )
+from exporter.simulator.common import iso_z
 from exporter.simulator.ratelimit import SlidingWindowLimiter, max_in_window
 
 Client = TestClient[Any, Any]
@@ -454,17 +457,18 @@ async def test_cloudflare_list_paging_both_forms(client: Client, sim: Simulator,
     assert "X-RateLimit-Limit" in resp.headers and "X-RateLimit-Remaining" in resp.headers
     body = await resp.json()
     assert body["success"] is True and isinstance(body["data"], list)
-    assert body["paging"]["total_count"] == 4  # the "starts" livestream does not exist yet
+    assert body["paging"]["total_count"] == 5  # the "starts" livestream does not exist yet
     seen: list[str] = []
     for page in (1, 2, 3):
         r = await client.get(f"{CF}/livestreams?page_no={page}&per_page=2", headers=CF_AUTH)
         seen += [d["id"] for d in (await r.json())["data"]]
-    assert seen == DEMO_STREAMS["cloudflare"][:4]
+    starts = [k for k, s in DEMO_SCENARIOS["cloudflare"].items() if s == "starts"]
+    assert seen == [k for k in DEMO_STREAMS["cloudflare"] if k not in starts]
     sim.set_quirk("cf_list_form", "object")
     r = await client.get(f"{CF}/livestreams?page_no=2", headers=CF_AUTH)
     data = (await r.json())["data"]
     assert isinstance(data, dict) and data["id"] == DEMO_STREAMS["cloudflare"][1]
-    assert data["paging"] == {"start_offset": 2, "end_offset": 2, "total_count": 4}
+    assert data["paging"] == {"start_offset": 2, "end_offset": 2, "total_count": 5}
     clock.advance(START_AFTER + 1)
     r = await client.get(f"{CF}/livestreams?status=LIVE&per_page=50", headers=CF_AUTH)
     assert (await r.json())["data"]["paging"]["total_count"] == 5
@@ -496,7 +500,7 @@ async def test_cloudflare_session_and_status(client: Client, sim: Simulator, clo
     data = (await r.json())["data"]
     assert data["session"]["stopped_time"] is not None and data["paging"]["total_count"] == 1
     overall = await (await client.get(f"{CF}/analytics/livestreams/overall", headers=CF_AUTH)).json()
-    assert overall["data"]["count"] == 5 and overall["data"]["total_viewer_seconds"] > 6000
+    assert overall["data"]["count"] == 6 and overall["data"]["total_viewer_seconds"] > 6000
     sim.remove_stream("cloudflare", ended_id)
     gone = await client.get(f"{CF}/livestreams/{ended_id}/active-livestream-session", headers=CF_AUTH)
     assert gone.status == 404 and (await gone.json())["success"] is False
@@ -518,6 +522,25 @@ async def test_cloudflare_auth_and_limits(client: Client, sim: Simulator, clock:
     assert sim.max_in_window("cloudflare", 10) == 252
     clock.advance(10)
     assert (await client.get(f"{CF}/livestreams", headers=CF_AUTH)).status == 200
+
+
+async def test_ended_before_start(client: Client, sim: Simulator, clock: FakeClock) -> None:
+    """The "ended" streams already carry an end time, so the demo shows it from the first poll."""
+    ended_at = iso_z(clock.t - ENDED_BEFORE, millis=True)
+    started_at = iso_z(clock.t - ENDED_BEFORE - ENDED_DURATION, millis=True)
+    (cf_id,) = [k for k, s in DEMO_SCENARIOS["cloudflare"].items() if s == "ended"]
+    r = await client.get(f"{CF}/livestreams/{cf_id}/active-livestream-session", headers=CF_AUTH)
+    data = (await r.json())["data"]
+    assert data["livestream"]["status"] == "IDLE"
+    assert data["session"]["started_time"] == started_at
+    assert data["session"]["stopped_time"] == ended_at
+    assert data["session"]["ingest_seconds"] == ENDED_DURATION and data["session"]["viewer_seconds"] > 0
+    (session_id,) = [k for k, s in DEMO_SCENARIOS["fermion"].items() if s == "ended"]
+    out = (await (await fermion_post(client, session_id)).json())[0]["output"]
+    stats = out["data"]
+    assert stats["streamEndedAt"].startswith(ended_at[:19])
+    assert stats["currentActivelyWatchingDistinctUserCount"] == 0
+    assert stats["estimatedStreamDurationInMinutes"] == ENDED_DURATION // 60
 
 
 # ---------------------------------------------------------------------- tencent

@@ -17,9 +17,12 @@
     livestream_app_ingest_seconds_total    total_ingest_seconds
 
 Numbers may arrive as strings; the list's `data` may be an array with `paging` beside it or
-one object with `paging` inside.  A livestream is gone when the livestream itself is not
-found (or, with discovery, when the list stops returning it).  `X-RateLimit-Remaining: 0`
-pauses the source until the shortest window has passed.
+one object (one livestream a page) with `paging` inside: pages are followed until
+`paging.end_offset` reaches `total_count` (without paging, while pages are full).  A
+livestream is gone when the livestream itself is not found (or, with discovery, when the
+list stops returning it).  `success: false` is a failure even on HTTP 200, and throttling
+(error 971) whether it comes as a 429 or on HTTP 200.  `X-RateLimit-Remaining: 0` pauses
+the source until the shortest window has passed.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from urllib.parse import quote
 from pydantic import Field, SecretStr
 
 from exporter.config import CredentialsBase, SourceBase, TargetBase
-from exporter.errors import AuthError, GoneError, ParseError, UpstreamError
-from exporter.http import Response, raise_for_status
+from exporter.errors import AuthError, GoneError, ParseError, ThrottledError, UpstreamError
+from exporter.http import Response, parse_retry_after, raise_for_status
 from exporter.providers import register
 from exporter.providers.base import Outcome, Provider, Sample, Target
 from exporter.providers.parse import number, obj, optional_time
@@ -40,7 +43,10 @@ from exporter.ratelimit import Window
 
 STATUSES = ("LIVE", "IDLE", "ERRORED", "INVOKED")
 PER_PAGE = 100
-MAX_PAGES = 200
+#: a bound on one discovery, should paging never end (the object form has one livestream a page)
+MAX_PAGES = 1000
+#: Cloudflare's "Please wait and consider throttling your request speed"
+THROTTLED_CODE = 971
 
 
 class CloudflareCredentials(CredentialsBase):
@@ -98,11 +104,15 @@ class Cloudflare(Provider):
         raise_for_status(r, self.clock.time())
         return r
 
-    @staticmethod
-    def _envelope(r: Response) -> Mapping[str, Any]:
+    def _envelope(self, r: Response) -> Mapping[str, Any]:
         doc = obj(r.json(), "answer")
         if doc.get("success") is False:
-            raise UpstreamError(f"{r.endpoint}: the vendor reported failure (success=false)")
+            codes = _error_codes(doc)
+            if THROTTLED_CODE in codes:
+                retry = parse_retry_after(r.headers.get("Retry-After"), self.clock.time())
+                raise ThrottledError(f"{r.endpoint}: throttled (error {THROTTLED_CODE})", retry)
+            shown = f", error {', '.join(str(c) for c in codes)}" if codes else ""
+            raise UpstreamError(f"{r.endpoint}: the vendor reported failure (success=false{shown})")
         return doc
 
     async def discover(self) -> list[Target]:
@@ -119,7 +129,9 @@ class Cloudflare(Provider):
             if isinstance(data, list):
                 items, paging = data, doc.get("paging")
             elif isinstance(data, dict):
-                items, paging = [data], data.get("paging", doc.get("paging"))
+                # one livestream per page, paging inside (or beside) it; `{paging}` alone past the end
+                items = [data] if data.get("id") else []
+                paging = data.get("paging", doc.get("paging"))
             elif data is None:
                 items, paging = [], None
             else:
@@ -129,15 +141,25 @@ class Cloudflare(Provider):
                     lid = str(item["id"])
                     params = {"name": str(item.get("name") or ""), "status": str(item.get("status") or "")}
                     found[lid] = Target(key=lid, stream=lid, discovered=True, params=params)
-            total = (
-                number(paging.get("total_count"), "paging.total_count")
-                if isinstance(paging, dict) and paging.get("total_count") is not None
-                else None
-            )
-            if not items or len(items) < PER_PAGE or total is None or len(found) >= total:
+            if not items or not self._more_pages(paging, len(found), len(items), isinstance(data, list)):
                 break
+        else:
+            self.log.warning("livestream list longer than the pages followed", pages=MAX_PAGES)
         self.discovery_requests = pages
         return list(found.values())
+
+    @staticmethod
+    def _more_pages(paging: Any, found: int, on_page: int, array: bool) -> bool:
+        """Whether the list goes on after this page: by `paging` when given, else by a full page."""
+        if isinstance(paging, dict):
+            total = paging.get("total_count")
+            end = paging.get("end_offset")
+            if total is not None:
+                total_n = number(total, "paging.total_count")
+                if end is not None:
+                    return number(end, "paging.end_offset") < total_n
+                return found < total_n
+        return array and on_page >= PER_PAGE
 
     async def poll(self, batch: Sequence[Target]) -> Mapping[str, Outcome]:
         (target,) = batch
@@ -191,3 +213,17 @@ class Cloudflare(Provider):
                 number(data.get("total_ingest_seconds", 0), "total_ingest_seconds"),
             ),
         ]
+
+
+def _error_codes(doc: Mapping[str, Any]) -> list[int]:
+    """Codes of `{errors: [{code, message}]}` and of the older `{error: {code, message}}`."""
+    entries: list[Any] = []
+    if isinstance(doc.get("errors"), list):
+        entries += doc["errors"]
+    if isinstance(doc.get("error"), dict):
+        entries.append(doc["error"])
+    codes = []
+    for e in entries:
+        if isinstance(e, dict) and isinstance(e.get("code"), int | str) and str(e["code"]).strip().isdigit():
+            codes.append(int(str(e["code"]).strip()))
+    return codes

@@ -12,11 +12,16 @@ list of calls, one per session, and the answer a list of outputs, in the same or
     livestream_duration_seconds            estimatedStreamDurationInMinutes x 60
     livestream_started_timestamp_seconds   streamStartedAt
     livestream_ended_timestamp_seconds     streamEndedAt (when set)
-    livestream_live                        1 while streamEndedAt is null
+    livestream_live                        1 while streamEndedAt is null (once started)
 
 Whether several calls in one request are answered one for one is not documented, so with
 `batch_size` > 1 an answer whose output count differs makes the source fall back to one
-session per request (logged once), and the batch is polled again one by one.
+session per request (logged once), and the batch is polled again one by one; a lone
+error output failing the whole request (bad key, too many requests, "something went wrong")
+is not such an answer.
+An error output is an error for its session only: a refused key is an auth error, "too many
+requests" throttling, "something went wrong" a transient failure (values kept), and any
+other error (e.g. "session not found") means the session is gone (its series removed).
 `topUsersByWatchTime` (emails, names) is personal data: it is never read.
 """
 
@@ -29,7 +34,7 @@ from typing import Any, ClassVar
 from pydantic import Field, SecretStr
 
 from exporter.config import CredentialsBase, SourceBase, TargetBase
-from exporter.errors import AuthError, GoneError, ParseError, PollError
+from exporter.errors import AuthError, GoneError, ParseError, PollError, ThrottledError, UpstreamError
 from exporter.providers import register
 from exporter.providers.base import Outcome, Provider, Sample, Target
 from exporter.providers.parse import iso_time, number, obj, optional_time
@@ -39,6 +44,8 @@ ENDPOINT = "get-live-event-session-stats"
 #: the smallest top-user list: the exporter has no use for it (personal data)
 TOP_USER_COUNT = 1
 _AUTH_MESSAGE = re.compile(r"school not found|api[ -]?key|unauthori[sz]ed|forbidden", re.I)
+_THROTTLE_MESSAGE = re.compile(r"too many requests|rate limit|too frequent", re.I)
+_TRANSIENT_MESSAGE = re.compile(r"something went wrong|internal (server )?error|try again", re.I)
 
 COUNTS = (
     ("livestream_concurrent_viewers", "currentActivelyWatchingDistinctUserCount"),
@@ -78,6 +85,7 @@ class Fermion(Provider):
         super().__init__(*args, **kwargs)
         assert isinstance(self.source, FermionSource)
         self._batch_size = self.source.batch_size
+        self._fell_back = False
 
     def batch_size(self) -> int:
         return self._batch_size
@@ -100,25 +108,45 @@ class Fermion(Provider):
         return doc
 
     async def poll(self, batch: Sequence[Target]) -> Mapping[str, Outcome]:
+        if len(batch) > self._batch_size:
+            # planned before the fallback (the rest of the current cycle): one by one
+            return await self._one_by_one(batch)
         outputs = await self._request(batch)
         if len(outputs) != len(batch):
             if len(batch) == 1:
                 raise ParseError(f"{ENDPOINT}: {len(outputs)} outputs for 1 session")
-            self.log.warning(
-                "the vendor answered a batch with a different number of outputs;"
-                " falling back to one session per request",
-                sent=len(batch),
-                received=len(outputs),
-            )
+            whole = self._request_error(outputs)
+            if whole is not None:
+                raise whole  # a refusal of the whole request, not an answer per call
+            if not self._fell_back:
+                self._fell_back = True
+                self.log.warning(
+                    "the vendor answered a batch with a different number of outputs;"
+                    " falling back to one session per request",
+                    sent=len(batch),
+                    received=len(outputs),
+                )
             self._batch_size = 1
-            result: dict[str, Outcome] = {}
-            for t in batch:
-                try:
-                    result.update(await self.poll([t]))
-                except PollError as e:
-                    result[t.key] = e
-            return result
+            return await self._one_by_one(batch)
         return {t.key: self.parse(out) for t, out in zip(batch, outputs, strict=True)}
+
+    async def _one_by_one(self, batch: Sequence[Target]) -> Mapping[str, Outcome]:
+        result: dict[str, Outcome] = {}
+        for t in batch:
+            try:
+                result.update(await self.poll([t]))
+            except PollError as e:
+                result[t.key] = e
+        return result
+
+    def _request_error(self, outputs: list[Any]) -> PollError | None:
+        """The error of a lone error output that fails the whole request (key, throttling, failure)."""
+        if len(outputs) != 1:
+            return None
+        outcome = self.parse(outputs[0])
+        if isinstance(outcome, AuthError | ThrottledError | UpstreamError):
+            return outcome
+        return None
 
     def parse(self, item: object) -> Outcome:
         """One session's output: its samples, or the error for that session only."""
@@ -128,6 +156,12 @@ class Fermion(Provider):
                 message = str(output.get("errorMessage") or "")
                 if _AUTH_MESSAGE.search(message):
                     return AuthError(f"{ENDPOINT}: the vendor refused the API key")
+                if _THROTTLE_MESSAGE.search(message):
+                    return ThrottledError(f"{ENDPOINT}: the vendor says too many requests")
+                if _TRANSIENT_MESSAGE.search(message):
+                    err = UpstreamError(f"{ENDPOINT}: the vendor failed for the session (error output)")
+                    err.backoff = True
+                    return err
                 return GoneError(
                     f"{ENDPOINT}: the vendor answered status"
                     f" {str(output.get('status'))[:20]!r} for the session"
@@ -150,7 +184,8 @@ class Fermion(Provider):
                 samples.append(
                     Sample.of("livestream_ended_timestamp_seconds", iso_time(ended, "streamEndedAt"))
                 )
-            samples.append(Sample.of("livestream_live", 0.0 if ended else 1.0))
+            # live: started and not ended (a session not yet started is not live)
+            samples.append(Sample.of("livestream_live", 1.0 if started is not None and not ended else 0.0))
             return samples
         except ParseError as e:
             return e

@@ -20,7 +20,7 @@ from urllib.parse import quote
 from pydantic import Field, SecretStr
 
 from exporter.config import CredentialsBase, SourceBase, TargetBase
-from exporter.errors import ParseError, UpstreamError
+from exporter.errors import AuthError, ParseError, PollError, ThrottledError, UpstreamError
 from exporter.providers import register
 from exporter.providers.base import Outcome, Provider, Sample, Target
 from exporter.providers.parse import iso_time, number, obj
@@ -78,12 +78,26 @@ class Gjirafa(Provider):
         )
         return {target.key: self.parse(r.json(), endpoint)}
 
+    @staticmethod
+    def _failure(env: Mapping[str, object], errors: object, endpoint: str) -> PollError:
+        """The envelope's failure; its `statusCode` tells throttling and refused keys apart."""
+        n = len(errors) if isinstance(errors, list) else 1
+        code = env.get("statusCode")
+        status = code if isinstance(code, int) and not isinstance(code, bool) else None
+        flag = "false" if env.get("success") is False else "true"
+        what = f"{endpoint}: the vendor reported failure (success={flag}, {n} error(s)"
+        what += f", statusCode {status})" if status is not None else ")"
+        if status == 429:
+            return ThrottledError(what)
+        if status in (401, 403):
+            return AuthError(what)
+        return UpstreamError(what, status if status is not None and status >= 500 else None)
+
     def parse(self, doc: object, endpoint: str) -> list[Sample]:
         env = obj(doc, "envelope")
         errors = env.get("errors") or []
-        if env.get("success") is False or (isinstance(errors, list) and errors):
-            n = len(errors) if isinstance(errors, list) else 0
-            raise UpstreamError(f"{endpoint}: the vendor reported failure (success=false, {n} error(s))")
+        if env.get("success") is False or errors:
+            raise self._failure(env, errors, endpoint)
         result = obj(env.get("result"), "result")
         samples = [Sample.of("livestream_unique_viewers", number(result.get("total"), "result.total"))]
         intervals = result.get("liveViewers") or []

@@ -25,7 +25,7 @@ from pydantic import Field, SecretStr, model_validator
 from yarl import URL
 
 from exporter.config import CredentialsBase, SourceBase, TargetBase
-from exporter.errors import AuthError, ParseError, PollError, UpstreamError
+from exporter.errors import AuthError, ParseError, PollError, ThrottledError, UpstreamError
 from exporter.http import Response, raise_for_status
 from exporter.providers import register
 from exporter.providers.base import Outcome, Provider, Sample, Target
@@ -149,6 +149,18 @@ class SwiftFederation(Provider):
             f"{r.endpoint}: the vendor rejected the request (HTTP {r.status}{code})", r.status
         )
 
+    @staticmethod
+    def _error_body(code: str, endpoint: str) -> PollError:
+        """An error body `{code, message}` that came with HTTP 200."""
+        shown = f" {code}" if _VENDOR_CODE.match(code) else ""
+        what = f"{endpoint}: the vendor answered an error (HTTP 200{shown})"
+        lowered = code.lower()
+        if "limit" in lowered or "throttl" in lowered or "frequen" in lowered:
+            return ThrottledError(what)
+        if lowered.startswith(("signature.", "accesscredential.", "permission.")):
+            return AuthError(what)
+        return UpstreamError(what)
+
     async def poll(self, batch: Sequence[Target]) -> Mapping[str, Outcome]:
         (target,) = batch
         if target.spec is not None:
@@ -168,8 +180,12 @@ class SwiftFederation(Provider):
         return {target.key: self.parse(r.json())}
 
     def parse(self, doc: object) -> list[Sample]:
-        data = obj(doc, "answer").get("data")
+        answer = obj(doc, "answer")
+        data = answer.get("data")
         if not isinstance(data, list):
+            code = answer.get("code")
+            if isinstance(code, str) and code:
+                raise self._error_body(code, "queryConcurrentViewers")
             raise ParseError("queryConcurrentViewers: field data is not a list")
         points: list[tuple[float, float]] = []
         skipped = 0
@@ -197,8 +213,15 @@ class SwiftFederation(Provider):
         for domain in self.domains():
             params = {"domain": domain, "status": "active", "streamingStatus": "streaming"}
             r = await self._get(LIST_PATH, params, "stream_list")
-            streams = obj(r.json(), "answer").get("streams") or []
+            answer = obj(r.json(), "answer")
+            streams = answer.get("streams")
+            if streams is None and "streams" in answer:
+                streams = []  # present but null: none streaming
             if not isinstance(streams, list):
+                # never read a failure as "no streams": that would remove every discovered series
+                code = answer.get("code")
+                if isinstance(code, str) and code:
+                    raise self._error_body(code, "stream_list")
                 raise ParseError("stream_list: field streams is not a list")
             for s in streams:
                 if not isinstance(s, dict) or not s.get("stream"):

@@ -45,8 +45,12 @@ END_AFTER: Final = 600.0  # "ends": the stream stops
 START_AFTER: Final = 120.0  # "starts": the stream goes live
 CREATE_BEFORE_START: Final = 60.0  # cloudflare/tencent: the "starts" stream is created this much earlier
 TENCENT_DESTROY_AFTER_END: Final = 300.0  # tencent: the ended room is destroyed (then 100004)
+ENDED_BEFORE: Final = 300.0  # "ended": the stream stopped this long before the simulator started
+ENDED_DURATION: Final = 1800.0  # "ended": how long it had been live
 
-SCENARIOS: Final = ("rising", "falling", "drop", "ends", "starts")
+# "ended" (fermion and cloudflare, whose answers carry an end time) has ended before the
+# simulator starts, so `livestream_ended_timestamp_seconds` shows from the first poll.
+SCENARIOS: Final = ("rising", "falling", "drop", "ends", "starts", "ended")
 
 # vendor -> stream key -> scenario. The order is the order of DEMO_STREAMS.
 DEMO_SCENARIOS: Final[dict[str, dict[str, str]]] = {
@@ -70,6 +74,7 @@ DEMO_SCENARIOS: Final[dict[str, dict[str, str]]] = {
         "session-physics": "drop",
         "session-chemistry": "ends",
         "session-biology": "starts",
+        "session-geography": "ended",
     },
     "cloudflare": {
         "3fd739f4-3c41-456e-bfba-6ebd51e16d2d": "rising",
@@ -77,6 +82,7 @@ DEMO_SCENARIOS: Final[dict[str, dict[str, str]]] = {
         "a1c2e3f4-5b6d-4e8f-9a0b-1c2d3e4f5a6b": "drop",
         "b7d8e9f0-1a2b-4c3d-8e4f-5a6b7c8d9e0f": "ends",
         "c9e0f1a2-3b4c-4d5e-9f6a-7b8c9d0e1f2a": "starts",
+        "d4f5a6b7-8c9d-4e0f-8a1b-2c3d4e5f6a7b": "ended",
     },
     "tencent": {
         "live_room_main": "rising",
@@ -97,6 +103,7 @@ SCENARIO_BASE: Final[dict[str, float]] = {
     "drop": 1500.0,
     "ends": 80.0,
     "starts": 300.0,
+    "ended": 250.0,
 }
 
 # SwiftFederation streams whose answers carry one malformed timestamp by default.

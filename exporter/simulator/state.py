@@ -20,6 +20,8 @@ from .constants import (
     DEMO_TENCENT_APP_ID,
     DEMO_TENCENT_SECRET,
     END_AFTER,
+    ENDED_BEFORE,
+    ENDED_DURATION,
     FAULT_KINDS,
     SCENARIO_BASE,
     SFD_MALFORMED_DEFAULT,
@@ -46,6 +48,7 @@ _TITLES = {
     "drop": "Championship Final",
     "ends": "Weekly Q&A",
     "starts": "Evening Concert",
+    "ended": "Opening Keynote",
     "steady": "Pop-up Stream",
 }
 _PROTOCOLS = ("http-flv", "ll-hls", "hls/dash")
@@ -179,6 +182,11 @@ class Simulator:
             end = t0 + END_AFTER
             if vendor == "tencent":
                 stream.removed_at = end + TENCENT_DESTROY_AFTER_END
+        elif scenario == "ended":
+            end = t0 - ENDED_BEFORE
+            start = end - ENDED_DURATION
+            # created and integrated from before its session, so its counters hold the session
+            stream.created_at = stream.integrated_until = start - CREATE_BEFORE_START
         stream.sessions.append(Session(id=stream.session_id(0), start=start, end=end))
         return stream
 
