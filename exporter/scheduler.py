@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -118,27 +119,44 @@ class SourceRunner:
             self._tasks.discard(task)
 
     async def run_cycle(self) -> None:
+        """One cycle: every request of the source gets its own slot, evenly spread.
+
+        Discovery takes the first slots (its pages), then the app-level poll, then one slot
+        per batch, so that a cycle planned to fit the budget never needs the limiter to wait.
+        """
         start = self.clock.monotonic()
-        if self.source.discovery_enabled():
+        discovering = self.source.discovery_enabled()
+        if discovering:
             await self._discover()
         else:
             self._plan()  # a provider's batch size may have changed (Fermion's fallback)
-        if self.provider.has_app_metrics:
-            await self._poll_app()
         batches = self.batches()
-        spacing = self.interval / max(1, len(batches))
-        due = start
+        lead = (self.provider.discovery_requests if discovering else 0) + int(self.provider.has_app_metrics)
+        spacing = self.interval / max(1, lead + len(batches))
+        due = start + (self.provider.discovery_requests * spacing if discovering else 0.0)
+        if self.provider.has_app_metrics:
+            due = await self._in_slot(due, spacing, self._poll_app())
         for batch in batches:
-            delay = due - self.clock.monotonic()
-            if delay > 0:
-                await self.clock.sleep(delay)
-            began, waited = self.clock.monotonic(), self.http.wait_seconds
-            await self.poll_batch(batch)
-            # after a back-off pause, keep the spacing from when the request really went out
-            # rather than catching up in a burst
-            due = max(due, began + self.http.wait_seconds - waited) + spacing
+            due = await self._in_slot(due, spacing, self.poll_batch(batch))
         self.store.mark_attempted(self.name)
         self.store.expire(self.clock.monotonic())
+
+    async def _in_slot(self, due: float, spacing: float, poll: Coroutine[Any, Any, None]) -> float:
+        """Run `poll` at `due`; return when the next slot is due.
+
+        After a back-off pause the next slot counts from when the request really went out,
+        so the rest of the cycle keeps its spacing instead of catching up in a burst.
+        """
+        delay = due - self.clock.monotonic()
+        if delay > 0:
+            try:
+                await self.clock.sleep(delay)
+            except BaseException:
+                poll.close()
+                raise
+        began, waited = self.clock.monotonic(), self.http.wait_seconds
+        await poll
+        return max(due, began + self.http.wait_seconds - waited) + spacing
 
     async def _discover(self) -> None:
         try:

@@ -32,6 +32,7 @@ RISING, FALLING, DROP, ENDS, STARTS, ENDED = (
     BY[s] for s in ("rising", "falling", "drop", "ends", "starts", "ended")
 )
 STRINGY = FALLING  # CF_STRING_NUMBERS_DEFAULT: its numbers arrive as strings
+INTERVAL = 15.0  # every source here polls every 15 s
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def cf_source(world: SimWorld, ids: list[str], *, discover: bool = False, **extr
     (source,) = sim_sources(
         world.root,
         "cloudflare",
-        interval="15s",
+        interval=f"{INTERVAL:g}s",
         discover=discover,
         targets=[{"livestream_id": i} for i in ids],
         **extra,
@@ -92,6 +93,23 @@ def cf_requests(world: SimWorld, endpoint: str | None = None) -> list[dict[str, 
     return [r for r in world.sim.request_log("cloudflare") if endpoint is None or r["endpoint"] == endpoint]
 
 
+def sent_at(world: SimWorld, stream: str | None = None, endpoint: str | None = None) -> list[float]:
+    """When requests reached the simulator, in seconds after START, oldest first: all of them,
+    or those for one livestream and/or to one endpoint."""
+    return [
+        r["wall"] - START for r in cf_requests(world, endpoint) if stream is None or stream in r["streams"]
+    ]
+
+
+def slots(requests: int) -> list[float]:
+    """When each request of an undisturbed cycle is due, in seconds after the cycle starts.
+
+    Every request of a cycle gets an equal share of the interval, in this order: the discovery
+    pages (when discovery is on), the app-level poll, then one per livestream.
+    """
+    return [i * INTERVAL / requests for i in range(requests)]
+
+
 # -- exact values ----------------------------------------------------------------------------
 
 
@@ -103,18 +121,22 @@ async def test_exact_values_for_every_metric(world: SimWorld, rigs: Rigs) -> Non
     assert ended_viewer_seconds > 0
     served = await rigs.make([cf_source(world, [RISING, STRINGY, ENDED])])
     world.clock.advance(30)
-    await served.cycle()  # app poll and RISING at +30 s, STRINGY at +35 s, ENDED at +40 s
+    await served.cycle()  # four requests 3.75 s apart: the app level at +30 s, then RISING, STRINGY, ENDED
     s = await served.metrics()
+    assert sent_at(world) == [30 + t for t in slots(4)]
+    (app_at,) = sent_at(world, endpoint="analytics-overall")
+    rising, stringy = sent_at(world, RISING)[-1], sent_at(world, STRINGY)[-1]
 
-    assert v(s, "livestream_viewer_seconds_total", RISING) == 100 * 30
-    assert v(s, "livestream_ingest_seconds_total", RISING) == 30
+    # counters are the watch time up to the request; the vendor rounds to whole seconds
+    assert v(s, "livestream_viewer_seconds_total", RISING) == 100 * rising
+    assert v(s, "livestream_ingest_seconds_total", RISING) == round(rising)
     assert v(s, "livestream_started_timestamp_seconds", RISING) == START
     assert v(s, "livestream_ended_timestamp_seconds", RISING) is None
     assert_status(s, RISING, "LIVE")
     assert v(s, "livestream_stream_info", RISING, name=f"Morning Show ({RISING})") == 1
 
-    assert v(s, "livestream_viewer_seconds_total", STRINGY) == 40 * 35  # sent as "1400"
-    assert v(s, "livestream_ingest_seconds_total", STRINGY) == 35
+    assert v(s, "livestream_viewer_seconds_total", STRINGY) == 40 * stringy  # sent as "1500"
+    assert v(s, "livestream_ingest_seconds_total", STRINGY) == round(stringy)
     assert v(s, "livestream_started_timestamp_seconds", STRINGY) == START
     assert_status(s, STRINGY, "LIVE")
 
@@ -129,9 +151,9 @@ async def test_exact_values_for_every_metric(world: SimWorld, rigs: Rigs) -> Non
     live_viewers = 100 + 40 + 300 + 20
     assert value(s, "livestream_app_livestreams", **LABELS) == 5
     assert value(s, "livestream_app_viewer_seconds_total", **LABELS) == round(
-        live_viewers * 30 + ended_viewer_seconds
+        live_viewers * app_at + ended_viewer_seconds
     )
-    assert value(s, "livestream_app_ingest_seconds_total", **LABELS) == 4 * 30 + ENDED_DURATION
+    assert value(s, "livestream_app_ingest_seconds_total", **LABELS) == 4 * app_at + ENDED_DURATION
     app = {(n, lv) for n, lv in s if n.startswith("livestream_app_")}
     assert {n for n, _ in app} == {
         "livestream_app_livestreams",
@@ -158,12 +180,14 @@ async def test_exact_values_for_every_metric(world: SimWorld, rigs: Rigs) -> Non
         "livestream_ended_timestamp_seconds"
     }
 
-    # the next cycle moves the counters by exactly the simulated watch time
-    world.clock.advance(15 - 10)
+    # the next cycle, one interval later, moves the counters by exactly the simulated watch time
+    to(world, 30 + INTERVAL)
     await served.cycle()
     s = await served.metrics()
-    assert v(s, "livestream_viewer_seconds_total", RISING) == 100 * 45
-    assert v(s, "livestream_viewer_seconds_total", STRINGY) == 40 * 50
+    assert sent_at(world, RISING)[-1] == rising + INTERVAL
+    assert sent_at(world, STRINGY)[-1] == stringy + INTERVAL
+    assert v(s, "livestream_viewer_seconds_total", RISING) == 100 * (rising + INTERVAL)
+    assert v(s, "livestream_viewer_seconds_total", STRINGY) == 40 * (stringy + INTERVAL)
     assert v(s, "livestream_viewer_seconds_total", ENDED) == round(ended_viewer_seconds)
 
 
@@ -260,10 +284,14 @@ async def test_inactive_session_404_falls_back_to_the_livestream(world: SimWorld
     assert stream_series(s, missing) == []
     assert served.target(SOURCE, missing).gone
 
-    # ENDS stops: its session answers 404, the livestream itself gives IDLE and the last session
-    to(world, END_AFTER + 5)
+    # ENDS stops: its session answers 404, the livestream itself gives IDLE and the last session.
+    # The simulator integrates counters in 5 s steps from the last request that touched a stream
+    # (ENDS's own was at +3.75 s), so the cycle starts as ENDS stops: its app-level poll, first,
+    # brings every counter exactly to END_AFTER, and ENDS is polled one slot later.
+    to(world, END_AFTER)
     await served.cycle()
     s = await served.metrics()
+    assert sent_at(world, ENDS)[-1] == END_AFTER + slots(4)[1]
     assert_status(s, ENDS, "IDLE")
     assert v(s, "livestream_target_up", ENDS) == 1
     assert v(s, "livestream_ended_timestamp_seconds", ENDS) == START + END_AFTER
@@ -319,9 +347,9 @@ async def test_failure_keeps_old_values(
     pin_all(world, {RISING: 100, FALLING: 40})
     served = await rigs.make([cf_source(world, [RISING, FALLING])])
     to(world, 30)
-    await served.cycle()  # RISING at 30 s, FALLING at 37.5 s
+    await served.cycle()  # three requests 5 s apart: the app level at 30 s, RISING at 35 s, FALLING at 40 s
     before = await served.metrics()
-    assert v(before, "livestream_viewer_seconds_total", RISING) == 3000
+    assert v(before, "livestream_viewer_seconds_total", RISING) == 100 * sent_at(world, RISING)[-1]
     world.sim.inject("cloudflare", fault, count=1, stream=RISING, code=code)
     to(world, 45)
     await served.cycle()
@@ -335,7 +363,9 @@ async def test_failure_keeps_old_values(
     ):
         assert v(s, name, RISING) == v(before, name, RISING)
     assert v(s, "livestream_target_up", FALLING) == 1
-    assert v(s, "livestream_viewer_seconds_total", FALLING) == 40 * 52.5  # moved on
+    falling = sent_at(world, FALLING)[-1]
+    assert falling == 45 + slots(3)[2]  # this cycle's poll
+    assert v(s, "livestream_viewer_seconds_total", FALLING) == 40 * falling  # moved on
     assert value(s, "livestream_exporter_throttled_total", **LABELS) == 0
 
 
@@ -346,8 +376,8 @@ async def test_throttled_answers_count_and_honour_retry_after(world: SimWorld, r
     await served.cycle()
     world.clock.advance(15)
     world.sim.inject("cloudflare", "429", count=1, stream=RISING)
-    t_429 = world.clock.monotonic()
     await served.cycle()
+    (t_429,) = [r["time"] for r in cf_requests(world) if r["status"] == 429]  # RISING, after the app level
     s = await served.metrics()
     assert v(s, "livestream_target_up", RISING) == 0
     assert served.target(SOURCE, RISING).error == "throttled"
@@ -371,10 +401,10 @@ async def test_rate_limit_remaining_zero_pauses_the_source(world: SimWorld, rigs
     ids = [RISING, FALLING, DROP, ENDS, ENDED]
     served = await rigs.make([cf_source(world, ids)])
     t0 = world.clock.monotonic()
-    await served.cycle()  # app at 0 s, polls due at 0, 3, 6, 9, 12 s
+    await served.cycle()  # six requests due 2.5 s apart: the app level at 0 s, then the five livestreams
     times = [r["time"] - t0 for r in cf_requests(world)]
-    assert times[:4] == [0, 0, 3, 6]
-    assert times[4] >= 6 + 10  # paused after the answer that said Remaining: 0
+    assert times[:4] == slots(1 + len(ids))[:4]
+    assert times[4] >= times[3] + 10  # paused after the answer that said Remaining: 0
     assert all(r["status"] == 200 for r in cf_requests(world))
     s = await served.metrics()
     assert value(s, "livestream_exporter_rate_limit_waits_total", **LABELS) >= 1

@@ -557,12 +557,9 @@ async def test_e2e_discovered_targets_and_the_listing_count_against_both_limits(
     assert world.sim.max_in_window("swiftfederation", 3600) <= 1000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scheduler: a cycle's listing and its first poll go out back to back (spacing counts "
-    "batches only), so at the budget's edge the limiter, not the plan, keeps the hour within 1000",
-)
 async def test_e2e_discovery_load_is_spread_without_limiter_waits(world, rigs):
+    """Regression: the listing and the first poll used to go out back to back, so at the
+    budget's edge the limiter, not the plan, kept the hour within 1000."""
     m = await discovery_load(world, rigs)
     assert value(m, "livestream_exporter_rate_limit_waits_total", **src_labels()) == 0
 
