@@ -29,8 +29,8 @@ test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check exporter tests bench
-	$(BIN)/ruff format --check exporter tests bench
+	$(BIN)/ruff check exporter tests bench grafana
+	$(BIN)/ruff format --check exporter tests bench grafana
 	$(BIN)/mypy
 
 clean:
