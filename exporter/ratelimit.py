@@ -84,6 +84,10 @@ class Bucket:
         for log in self._logs:
             log.log.append(at)
 
+    def history(self) -> list[float]:
+        """The last send times, oldest first: the longest log holds every other log's entries."""
+        return list(max(self._logs, key=lambda log: log.window.requests).log)
+
 
 class SourceLimiter:
     """All budgets of one source, with the back-off state they share."""
@@ -96,7 +100,10 @@ class SourceLimiter:
         backoff_base: float = 1.0,
         backoff_cap: float = 300.0,
         rng: Callable[[], float] = random.random,
+        previous: SourceLimiter | None = None,
     ) -> None:
+        """`previous` is the limiter of the same source before a reload: its send times and
+        back-off carry over, so a reload can never reset a vendor's window."""
         if "default" not in buckets:
             raise ValueError("a source needs a 'default' bucket")
         self.buckets = {name: Bucket(w) for name, w in buckets.items()}
@@ -104,6 +111,13 @@ class SourceLimiter:
         self._lock = asyncio.Lock()
         self._paused_until = -math.inf
         self._failures = 0
+        if previous is not None:
+            for name, bucket in self.buckets.items():
+                if name in previous.buckets:
+                    for at in previous.buckets[name].history():
+                        bucket.record(at)
+            self._paused_until = previous._paused_until
+            self._failures = previous._failures
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._rng = rng

@@ -53,7 +53,8 @@ class SourceRunner:
         self.stats = state.stats
         self.configured_interval = config.interval_of(source)
         self.stale_after = config.global_.stale_after
-        self.limiter = SourceLimiter(config.windows_of(source), clock)
+        self.limiter = SourceLimiter(config.windows_of(source), clock, previous=state.limiter)
+        state.limiter = self.limiter
         self.http = HttpClient(
             limiter=self.limiter, stats=self.stats, store=store, clock=clock, timeout=config.global_.timeout
         )

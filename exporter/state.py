@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from exporter.errors import PollError
     from exporter.providers.base import Sample, Target
+    from exporter.ratelimit import SourceLimiter
 
 #: request duration histogram buckets (seconds): vendors answer in 50 ms to 10 s
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -90,6 +91,8 @@ class SourceState:
     app_last_success_mono: float | None = None
     attempted: bool = False
     stats: SourceStats | None = None
+    #: the source's rate limiter, kept across reloads so its windows are never reset
+    limiter: SourceLimiter | None = None
 
 
 class Store:

@@ -283,3 +283,32 @@ async def test_backoff_ordered_while_waiting_is_respected() -> None:
     clock.hook = lambda: limiter.backoff(retry_after=20.0)  # ordered during the 1 s wait
     await limiter.acquire()
     assert clock.monotonic() >= t0 + 1.0 + 20.0
+
+
+async def test_a_reload_never_resets_a_window():
+    """Regression: a reload built a new limiter with an empty log, so a source that had
+    spent its 100/minute could send 100 more in the same minute after SIGHUP."""
+    clock = FakeClock()
+    windows = {"default": (Window(100, 60.0), Window(1000, 3600.0))}
+    before = SourceLimiter(windows, clock)
+    sent = []
+    for _ in range(100):
+        await before.acquire()
+        sent.append(clock.monotonic())
+    before.backoff(retry_after=5.0)
+    after = SourceLimiter(windows, clock, previous=before)
+    await after.acquire()
+    sent.append(clock.monotonic())
+    assert sent[-1] - sent[0] > 60.0, "the reloaded limiter let a request into a full window"
+    assert after.paused_until == before.paused_until
+
+
+async def test_a_reload_with_new_windows_keeps_the_send_history():
+    clock = FakeClock()
+    before = SourceLimiter({"default": (Window(10, 1.0),), "list": (Window(5, 1.0),)}, clock)
+    for _ in range(10):
+        await before.acquire()
+    after = SourceLimiter({"default": (Window(10, 60.0),)}, clock, previous=before)
+    t0 = clock.monotonic()
+    await after.acquire()
+    assert clock.monotonic() - t0 >= 59.0  # the 10 sends of the last second count in the new minute

@@ -373,3 +373,19 @@ async def test_polls_after_a_back_off_pause_keep_their_spacing(vendor, vendor_ur
     await r.runner.run_cycle()
     times = [log.at("stream", i)[0] for i in ids]
     assert min(gaps(times[1:])) >= 10.0 - 1e-6, f"burst after the pause: {gaps(times)}"
+
+
+async def test_reload_keeps_the_limiter_history_of_an_unchanged_source(
+    vendor, vendor_url, write_config, running
+):
+    """A reload must not give a source a fresh, empty budget (the vendor's window goes on)."""
+    cfg = write_config([tv_source(vendor_url)])
+    exporter, _ = await running(cfg)
+    await wait_for(exporter.store.ready)
+    old = exporter.runners["tv"].limiter
+    sent = old.buckets["default"].history()
+    assert sent
+    assert await exporter.reload() is None
+    new = exporter.runners["tv"].limiter
+    assert new is not old
+    assert new.buckets["default"].history()[: len(sent)] == sent
