@@ -182,6 +182,26 @@ async def serve(settings: Settings, exporter: Exporter, config: Config, web_conf
     from exporter.web import create_app
 
     log = exporter.log
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[str | None]] = set()
+    started = False
+    hup_before_start = False
+
+    def on_hup() -> None:
+        nonlocal hup_before_start
+        if not started:  # polling is starting: reload as soon as it runs
+            hup_before_start = True
+            return
+        task = loop.create_task(exporter.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    # first thing, so that a SIGHUP or SIGTERM during start-up is never fatal
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+
     app = create_app(exporter, config=config, telemetry_path=settings.telemetry_path, web_config=web_config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
@@ -199,19 +219,9 @@ async def serve(settings: Settings, exporter: Exporter, config: Config, web_conf
         address=",".join(addresses),
         tls=web_config is not None and web_config.tls_server_config is not None,
     )
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task[str | None]] = set()
-
-    def on_hup() -> None:
-        task = loop.create_task(exporter.reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    started = True
+    if hup_before_start:
+        on_hup()
     log.info("started", version=__version__, sources=len(config.sources))
     await stop.wait()
     log.info("shutting down")

@@ -48,16 +48,24 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
+#: longer durations make no sense for polling and overflow the scheduler's clock arithmetic
+MAX_DURATION = 7 * 86400.0
+
+
 def _duration(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError(f"must be a duration string like 30s or 5m, not {type(value).__name__} {value!r}")
     seconds = parse_duration(value)
     if seconds <= 0:
         raise ValueError("must be longer than 0s")
+    if seconds > MAX_DURATION:
+        raise ValueError("must be at most 1w")
     return seconds
 
 
 Duration = Annotated[float, BeforeValidator(_duration)]
+#: a credential: never empty (an empty key is a mis-mounted secret, not a configuration)
+Secret = Annotated[SecretStr, Field(min_length=1)]
 
 
 class Strict(BaseModel):
@@ -247,7 +255,11 @@ def _read_credential_files(
             problems.append((where, f"cannot read {file}: not UTF-8 text"))
             continue
         del out[key]
-        out[base] = text.rstrip("\r\n")
+        value = text.rstrip("\r\n")
+        if not value:
+            problems.append((where, f"{file} is empty"))
+            continue
+        out[base] = value
     return out
 
 

@@ -64,13 +64,28 @@ class Exporter:
                     "configuration reload failed; keeping the running configuration", reason=str(e)
                 )
                 return str(e)
-            REDACTOR.set_secrets(config.secrets() | (self.config.secrets() if self.config else set()))
-            await self._apply(config)
+            previous = self.config
+            REDACTOR.set_secrets(config.secrets() | (previous.secrets() if previous else set()))
+            try:
+                await self._apply(config)
+            except Exception as e:
+                # valid on paper, but it could not be started: go back to what ran before
+                self.reload_status.successful = False
+                self.store.bump()
+                self.log.error(
+                    "configuration reload failed while starting it; restoring the running configuration",
+                    exc_type=type(e).__name__,
+                    reason=str(e),
+                )
+                if previous is not None:
+                    await self._apply(previous, record=False)
+                    REDACTOR.set_secrets(previous.secrets())
+                return f"{self.config_file}: the configuration could not be started: {type(e).__name__}: {e}"
             REDACTOR.set_secrets(config.secrets())
             self.log.info("configuration reloaded", sources=len(config.sources))
             return None
 
-    async def _apply(self, config: Config) -> None:
+    async def _apply(self, config: Config, *, record: bool = True) -> None:
         old = dict(self.store.sources)
         await self._scheduler.stop_runners()
         states = [new_state(s, config.global_.stale_after, old.get(s.name)) for s in config.sources]
@@ -89,10 +104,12 @@ class Exporter:
                     log=self.log,
                 )
             )
-        self.config = config
-        self.reload_status.successful = True
-        self.reload_status.last_success = self.clock.time()
         self._scheduler.start(runners)
+        self.config = config
+        if record:
+            self.reload_status.successful = True
+            self.reload_status.last_success = self.clock.time()
+            self.store.bump()
 
     async def stop(self) -> None:
         await self._scheduler.shutdown()

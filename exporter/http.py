@@ -12,6 +12,7 @@ import email.utils
 import json as jsonlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 import aiohttp
@@ -58,6 +59,8 @@ def parse_retry_after(value: str | None, now_wall: float) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # "-0000": an HTTP date is always UTC
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - now_wall)
 
 

@@ -134,7 +134,9 @@ class SourceLimiter:
         return self._paused_until
 
     def interval_for(self, requests: Mapping[str, int]) -> float:
-        return max((self.buckets[b].interval_for(n) for b, n in requests.items()), default=0.0)
+        """The shortest cycle for `requests` per bucket.  A cycle sends them one after
+        another (Tencent's room list, then its rooms), so the buckets' times add up."""
+        return sum(self.buckets[b].interval_for(n) for b, n in requests.items())
 
     async def acquire(self, bucket: str = "default") -> bool:
         """Wait until a request in `bucket` fits every window, then count it.

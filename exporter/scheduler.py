@@ -31,6 +31,9 @@ from exporter.providers.base import Outcome, Target
 from exporter.ratelimit import SourceLimiter
 from exporter.state import SourceState, SourceStats, Store
 
+#: a cycle this much longer than its interval has overrun: the vendor answers too slowly
+OVERRUN = 1.1
+
 
 class SourceRunner:
     def __init__(
@@ -62,9 +65,15 @@ class SourceRunner:
             source, base_url=config.base_url_of(source), http=self.http, clock=clock, log=self.log
         )
         self.configured = self.provider.configured_targets()
-        self.discovered: list[Target] = []
+        # what the previous runner of this source discovered, so a reload loses no series
+        self.discovered: list[Target] = list(state.discovered)
+        self.provider.discovery_requests = state.discovery_requests
+        self._source_errors: dict[str, str] = {}
         self.interval = self.configured_interval
-        self.on_interval_change: Callable[[SourceRunner], None] | None = None
+        #: called after a cycle whose plan changed the interval, with the delay until the next cycle
+        self.on_interval_change: Callable[[SourceRunner, float], None] | None = None
+        self._reschedule_pending = False
+        self._overran = False
         self._tasks: set[asyncio.Task[object]] = set()
         self._stopping = False
         self._plan()
@@ -86,28 +95,35 @@ class SourceRunner:
         return self.provider.requests_per_cycle(len(self.batches()))
 
     def _plan(self) -> None:
-        """Effective interval: the configured one, lengthened until a cycle fits every window."""
-        needed = self.limiter.interval_for(self.requests_per_cycle())
-        interval = max(self.configured_interval, needed)
-        changed = interval != self.interval
-        self.interval = interval
-        self.state.stale_after = max(self.stale_after, 2 * interval)
-        self.stats.interval = interval
-        self.stats.budget_rps = self.limiter.requests_per_second
-        self.stats.targets = len(self.targets())
-        self.store.bump()
+        """Effective interval: the configured one, lengthened until a cycle fits every window
+        and, when the vendor answers too slowly for that, to what the last cycle really took.
+
+        A change takes effect for the next cycle (`_reschedule_pending`): rescheduling in the
+        middle of one would only make APScheduler skip a run.
+        """
+        planned = max(self.configured_interval, self.limiter.interval_for(self.requests_per_cycle()))
+        slow = self.state.last_cycle_seconds
+        interval = slow if slow > planned * OVERRUN else planned
+        changed = abs(interval - self.interval) > 1e-3 * self.interval
         if changed:
             self.log.info(
                 "poll interval changed",
                 interval_seconds=round(interval, 3),
                 configured_seconds=self.configured_interval,
             )
-            if self.on_interval_change is not None:
-                self.on_interval_change(self)
+            self._reschedule_pending = True
+        self.interval = interval
+        self.state.stale_after = max(self.stale_after, 2 * interval)
+        self.stats.interval = interval
+        self.stats.budget_rps = self.limiter.requests_per_second
+        self.stats.targets = len(self.targets())
+        self.store.bump()
 
     # -- one cycle ----------------------------------------------------------------------
     async def job(self) -> None:
         """What APScheduler runs; ends quietly when the runner is being stopped."""
+        if self._stopping:
+            return
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -141,12 +157,34 @@ class SourceRunner:
             due = await self._in_slot(due, spacing, self.poll_batch(batch))
         self.store.mark_attempted(self.name)
         self.store.expire(self.clock.monotonic())
+        self._finish_cycle(start)
+
+    def _finish_cycle(self, start: float) -> None:
+        """Measure the cycle; one that overran its interval lengthens the next plan."""
+        elapsed = self.clock.monotonic() - start
+        overran = elapsed > self.interval * OVERRUN
+        if overran != self._overran:
+            if overran:
+                self.log.warning(
+                    "poll cycle overran its interval: the vendor answers too slowly for this many targets",
+                    cycle_seconds=round(elapsed, 3),
+                    interval_seconds=round(self.interval, 3),
+                )
+            else:
+                self.log.info("poll cycles fit their interval again", cycle_seconds=round(elapsed, 3))
+            self._overran = overran
+        self.state.last_cycle_seconds = elapsed
+        self._plan()
+        if self._reschedule_pending and self.on_interval_change is not None:
+            self._reschedule_pending = False
+            self.on_interval_change(self, max(0.0, start + self.interval - self.clock.monotonic()))
 
     async def _in_slot(self, due: float, spacing: float, poll: Coroutine[Any, Any, None]) -> float:
         """Run `poll` at `due`; return when the next slot is due.
 
-        After a back-off pause the next slot counts from when the request really went out,
-        so the rest of the cycle keeps its spacing instead of catching up in a burst.
+        A slot that is late because requests were slow catches up (within the budget);
+        after a back-off pause the rest of the cycle counts from the pause's end instead,
+        so it keeps its spacing rather than going out in a burst.
         """
         delay = due - self.clock.monotonic()
         if delay > 0:
@@ -155,18 +193,32 @@ class SourceRunner:
             except BaseException:
                 poll.close()
                 raise
-        began, waited = self.clock.monotonic(), self.http.wait_seconds
         await poll
-        return max(due, began + self.http.wait_seconds - waited) + spacing
+        return max(due + spacing, self.limiter.paused_until)
+
+    def _unexpected(self, e: Exception, what: str) -> PollError:
+        """A provider bug costs the request it happened in, never the source."""
+        self.log.error("provider failed unexpectedly", during=what, exc_type=type(e).__name__)
+        return PollError(f"internal error in the {self.source.provider} provider ({type(e).__name__})")
+
+    def _source_failure(self, what: str, e: PollError) -> None:
+        """One warning when a source-level request starts failing (or fails differently)."""
+        repeated = self._source_errors.get(what) == e.kind
+        self._source_errors[what] = e.kind
+        log = self.log.debug if repeated else self.log.warning
+        log(f"{what} failed", error=e.kind, reason=e.message)
 
     async def _discover(self) -> None:
         try:
             found = await self.provider.discover()
-        except PollError as e:
+        except Exception as exc:
+            e = exc if isinstance(exc, PollError) else self._unexpected(exc, "discovery")
             self._after_errors([e])
-            self.log.warning("discovery failed; keeping the previous list", error=e.kind, reason=e.message)
+            self._source_failure("discovery", e)
             self.store.mark_attempted(self.name)
             return
+        if self._source_errors.pop("discovery", None) is not None:
+            self.log.info("discovery recovered")
         before = {t.key for t in self.discovered}
         after = {t.key for t in found}
         if before != after:
@@ -176,20 +228,27 @@ class SourceRunner:
                 removed=len(before - after),
                 total=len(after),
             )
-        self.discovered = list(found)
+        self.discovered = self.state.discovered = list(found)
+        self.state.discovery_requests = self.provider.discovery_requests
         self.limiter.succeeded()
         self.store.set_targets(self.name, self.targets())
+        self.store.mark_attempted(self.name)
         self._plan()
 
     async def _poll_app(self) -> None:
         try:
             samples = await self.provider.poll_app()
-        except PollError as e:
+        except Exception as exc:
+            e = exc if isinstance(exc, PollError) else self._unexpected(exc, "app-level poll")
             self._after_errors([e])
-            self.log.warning("app-level poll failed", error=e.kind, reason=e.message)
+            self._source_failure("app-level poll", e)
+            self.store.mark_attempted(self.name)
             return
+        if self._source_errors.pop("app-level poll", None) is not None:
+            self.log.info("app-level poll recovered")
         self.limiter.succeeded()
         self.store.record_app(self.name, samples, mono=self.clock.monotonic())
+        self.store.mark_attempted(self.name)
 
     async def poll_batch(self, batch: Sequence[Target]) -> None:
         t0 = self.clock.monotonic()
@@ -232,7 +291,7 @@ class SourceRunner:
         else:
             self.limiter.succeeded()
         if gone:
-            self.discovered = [t for t in self.discovered if t.key not in gone]
+            self.discovered = self.state.discovered = [t for t in self.discovered if t.key not in gone]
             self.store.set_targets(self.name, self.targets())
             self._plan()
 
@@ -305,11 +364,11 @@ class PollScheduler:
                 next_run_time=now + timedelta(milliseconds=10),
             )
 
-    def _reschedule(self, runner: SourceRunner) -> None:
+    def _reschedule(self, runner: SourceRunner, delay: float) -> None:
         if self.runners.get(runner.name) is runner and self._sched.get_job(runner.name) is not None:
-            self._sched.reschedule_job(
-                runner.name, trigger=IntervalTrigger(seconds=runner.interval, timezone=UTC)
-            )
+            first = datetime.now(UTC) + timedelta(seconds=delay)
+            trigger = IntervalTrigger(seconds=runner.interval, start_date=first, timezone=UTC)
+            self._sched.reschedule_job(runner.name, trigger=trigger)
 
     async def stop_runners(self) -> None:
         runners = list(self.runners.values())

@@ -93,6 +93,11 @@ class SourceState:
     stats: SourceStats | None = None
     #: the source's rate limiter, kept across reloads so its windows are never reset
     limiter: SourceLimiter | None = None
+    #: the last discovery's targets and page count, kept across reloads
+    discovered: list[Target] = field(default_factory=list)
+    discovery_requests: int = 1
+    #: how long the last complete cycle really took (monotonic seconds)
+    last_cycle_seconds: float = 0.0
 
 
 class Store:

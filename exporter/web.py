@@ -24,6 +24,7 @@ from prometheus_client.openmetrics import exposition as prom_om
 from exporter import __version__
 from exporter.config import Config
 from exporter.daemon import Exporter
+from exporter.durations import format_duration
 from exporter.logging import REDACTOR
 from exporter.metrics import StoreCollector
 from exporter.webconfig import BasicAuth, WebConfig
@@ -120,7 +121,7 @@ async def landing(request: web.Request) -> web.Response:
                 "<tr>"
                 f"<td>{e(s.name)}</td><td>{e(s.provider)}</td><td>{e(t.target.stream)}</td><td>{origin}</td>"
                 f"<td class={t.health}>{t.health}</td><td>{_ts(t.last_success)}</td>"
-                f"<td>{e(t.error or '')}</td><td>{interval:g}s</td>"
+                f"<td>{e(t.error or '')}</td><td>{format_duration(interval)}</td>"
                 "</tr>"
             )
         if not s.targets:
@@ -161,7 +162,7 @@ def _auth_middleware(auth: BasicAuth) -> Middleware:
                 user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 user, password = "", ""
-            if auth.check(user, password):
+            if await auth.check(user, password):
                 return await handler(request)
         return web.Response(
             status=401,

@@ -6,6 +6,7 @@ Same keys as the Go exporters, so one file serves node_exporter and us:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ssl
 from pathlib import Path
@@ -109,21 +110,26 @@ class BasicAuth:
     password, so a verified (user, sha256(password)) pair is cached, as exporter-toolkit does.
     """
 
+    #: a hash to spend the same time on for unknown users, so timing does not reveal names
+    _DUMMY = bcrypt.hashpw(b"livestream-exporter", bcrypt.gensalt(rounds=10))
+
     def __init__(self, users: dict[str, str]) -> None:
         self._users = {u: h.encode() for u, h in users.items()}
         self._ok: set[tuple[str, bytes]] = set()
+        # bcrypt runs in threads, two at a time: wrong passwords must not stall polling
+        self._slots = asyncio.Semaphore(2)
 
     def __bool__(self) -> bool:
         return bool(self._users)
 
-    def check(self, user: str, password: str) -> bool:
-        hashed = self._users.get(user)
-        if hashed is None:
-            return False
+    async def check(self, user: str, password: str) -> bool:
         digest = hashlib.sha256(password.encode()).digest()
         if (user, digest) in self._ok:
             return True
-        if bcrypt.checkpw(password.encode(), hashed):
+        hashed = self._users.get(user)
+        async with self._slots:
+            ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), hashed or self._DUMMY)
+        if ok and hashed is not None:
             self._ok.add((user, digest))
             return True
         return False

@@ -407,7 +407,8 @@ async def test_rate_limit_remaining_zero_pauses_the_source(world: SimWorld, rigs
     assert times[4] >= times[3] + 10  # paused after the answer that said Remaining: 0
     assert all(r["status"] == 200 for r in cf_requests(world))
     s = await served.metrics()
-    assert value(s, "livestream_exporter_rate_limit_waits_total", **LABELS) >= 1
+    # the cycle's schedule moved past the pause, so the limiter itself had nothing to hold
+    assert value(s, "livestream_exporter_rate_limit_waits_total", **LABELS) == 0
     assert all(v(s, "livestream_target_up", k) == 1 for k in ids)
 
 

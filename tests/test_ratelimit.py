@@ -133,10 +133,10 @@ def test_bucket_interval_for() -> None:
     assert b.interval_for(0) == 0.0
     # the minute window binds when it is the tighter one
     assert Bucket([Window(10, MINUTE), Window(1000, HOUR)]).interval_for(30) == pytest.approx(3 * MINUTE)
-    # a source's interval is the longest any of its buckets needs
+    # a cycle sends its buckets' requests one after another: their times add up
     limiter = SourceLimiter({"default": SWIFT, "list": [Window(1, 10.0)]}, FakeClock())
-    assert limiter.interval_for({"default": 150, "list": 1}) == pytest.approx(540.0)
-    assert limiter.interval_for({"default": 1, "list": 100}) == pytest.approx(1000.0)
+    assert limiter.interval_for({"default": 150, "list": 1}) == pytest.approx(540.0 + 10.0)
+    assert limiter.interval_for({"default": 1, "list": 100}) == pytest.approx(3.6 + 1000.0)
 
 
 async def test_cycles_at_the_planned_interval_fit_the_budget() -> None:

@@ -57,8 +57,9 @@ def echoing_vendor(vendor: FakeVendor) -> web.Application:
 
 @pytest.fixture
 def redactor_state() -> Iterator[None]:
-    saved = REDACTOR._secrets
+    saved, dynamic = REDACTOR._static, dict(REDACTOR._dynamic)
     yield
+    REDACTOR._dynamic = dynamic
     REDACTOR.set_secrets(saved)
 
 
@@ -241,9 +242,23 @@ def test_redactor_replaces_a_secret_inside_a_longer_string(redactor_state):
         == f"GET /x?key={REDACTED}&y=1 failed; {REDACTED}!"
     )
     assert REDACTOR.scrub("nothing to hide") == "nothing to hide"
-    REDACTOR.add("usersig-made-at-runtime")
+    REDACTOR.set_dynamic("usersig", "usersig-made-at-runtime")
     assert REDACTOR.scrub("sig=usersig-made-at-runtime") == f"sig={REDACTED}"
     assert REDACTOR.scrub("abcd-1234-secret") == REDACTED
+
+
+def test_runtime_secrets_never_make_the_redactor_grow(redactor_state):
+    """Regression: every renewed UserSig was added for good (a 70001 loop grew it per poll).
+    A slot keeps the current and the previous value; a reload keeps the slots."""
+    REDACTOR.set_secrets(())
+    REDACTOR._dynamic = {}
+    for i in range(1000):
+        REDACTOR.set_dynamic("tencent-usersig:src", f"usersig-number-{i:04d}")
+    assert REDACTOR.scrub("usersig-number-0999 usersig-number-0998") == f"{REDACTED} {REDACTED}"
+    assert REDACTOR.scrub("usersig-number-0997") == "usersig-number-0997"
+    assert REDACTOR._pattern is not None and REDACTOR._pattern.pattern.count("|") == 1
+    REDACTOR.set_secrets({"config-secret-1"})
+    assert REDACTOR.scrub("usersig-number-0999 config-secret-1") == f"{REDACTED} {REDACTED}"
 
 
 def test_log_keys_that_name_secrets_are_redacted(logs, redactor_state):

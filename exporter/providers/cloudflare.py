@@ -31,9 +31,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from exporter.config import CredentialsBase, SourceBase, TargetBase
+from exporter.config import CredentialsBase, Secret, SourceBase, TargetBase
 from exporter.errors import AuthError, GoneError, ParseError, ThrottledError, UpstreamError
 from exporter.http import Response, parse_retry_after, raise_for_status
 from exporter.providers import register
@@ -50,7 +50,7 @@ THROTTLED_CODE = 971
 
 
 class CloudflareCredentials(CredentialsBase):
-    api_token: SecretStr
+    api_token: Secret
 
 
 class CloudflareTarget(TargetBase):
@@ -202,15 +202,16 @@ class Cloudflare(Provider):
     async def poll_app(self) -> Sequence[Sample]:
         r = await self._get("/analytics/livestreams/overall", "analytics_overall")
         data = obj(self._envelope(r).get("data"), "data")
+        # a missing field is a parse error, never a 0 (a counter at 0 reads as a reset)
         return [
-            Sample.of("livestream_app_livestreams", number(data.get("count", 0), "count")),
+            Sample.of("livestream_app_livestreams", number(data.get("count"), "count")),
             Sample.of(
                 "livestream_app_viewer_seconds_total",
-                number(data.get("total_viewer_seconds", 0), "total_viewer_seconds"),
+                number(data.get("total_viewer_seconds"), "total_viewer_seconds"),
             ),
             Sample.of(
                 "livestream_app_ingest_seconds_total",
-                number(data.get("total_ingest_seconds", 0), "total_ingest_seconds"),
+                number(data.get("total_ingest_seconds"), "total_ingest_seconds"),
             ),
         ]
 

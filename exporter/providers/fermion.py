@@ -31,9 +31,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from exporter.config import CredentialsBase, SourceBase, TargetBase
+from exporter.config import CredentialsBase, Secret, SourceBase, TargetBase
 from exporter.errors import AuthError, GoneError, ParseError, PollError, ThrottledError, UpstreamError
 from exporter.providers import register
 from exporter.providers.base import Outcome, Provider, Sample, Target
@@ -58,7 +58,7 @@ COUNTS = (
 
 
 class FermionCredentials(CredentialsBase):
-    api_key: SecretStr
+    api_key: Secret
 
 
 class FermionTarget(TargetBase):

@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar, Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from exporter.config import CredentialsBase, SourceBase, TargetBase
+from exporter.config import CredentialsBase, Secret, SourceBase, TargetBase
 from exporter.errors import AuthError, ParseError, PollError, ThrottledError, UpstreamError
 from exporter.providers import register
 from exporter.providers.base import Outcome, Provider, Sample, Target
@@ -28,7 +28,7 @@ from exporter.ratelimit import Window
 
 
 class GjirafaCredentials(CredentialsBase):
-    api_key: SecretStr
+    api_key: Secret
 
 
 class GjirafaTarget(TargetBase):

@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from typing import ClassVar, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 from yarl import URL
 
-from exporter.config import CredentialsBase, SourceBase, TargetBase
+from exporter.config import CredentialsBase, Secret, SourceBase, TargetBase
 from exporter.errors import AuthError, ParseError, PollError, ThrottledError, UpstreamError
 from exporter.http import Response, raise_for_status
 from exporter.providers import register
@@ -41,7 +41,7 @@ _VENDOR_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9.]{0,80}$")
 
 class SwiftFederationCredentials(CredentialsBase):
     access_key_id: str = Field(min_length=1)
-    access_key_secret: SecretStr
+    access_key_secret: Secret
 
 
 class SwiftFederationTarget(TargetBase):

@@ -22,9 +22,9 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from exporter.config import CredentialsBase, SourceBase, TargetBase
+from exporter.config import CredentialsBase, Secret, SourceBase, TargetBase
 from exporter.errors import AuthError, GoneError, ParseError, PollError, ThrottledError, UpstreamError
 from exporter.logging import REDACTOR
 from exporter.providers import register
@@ -66,7 +66,7 @@ COUNTS = (
 class TencentCredentials(CredentialsBase):
     sdk_app_id: int = Field(gt=0)
     identifier: str = Field(min_length=1)
-    secret_key: SecretStr
+    secret_key: Secret
 
 
 class TencentTarget(TargetBase):
@@ -125,7 +125,7 @@ class Tencent(Provider):
                 expire=USERSIG_LIFETIME,
             )
             self._usersig_expires = int(now) + USERSIG_LIFETIME
-            REDACTOR.add(self._usersig)
+            REDACTOR.set_dynamic(f"tencent-usersig:{self.source.name}", self._usersig)
         return self._usersig
 
     async def _call(self, action: str, body: Mapping[str, Any], bucket: str = "default") -> Mapping[str, Any]:
@@ -192,7 +192,9 @@ class Tencent(Provider):
             doc = await self._call("get_room_list", {"Next": cursor, "Count": LIST_PAGE}, bucket="list")
             pages += 1
             response = obj(doc.get("Response"), "Response")
-            rooms = response.get("RoomList") or []
+            if "RoomList" not in response:  # never "no rooms": that would remove every room's series
+                raise ParseError("get_room_list: field RoomList is missing")
+            rooms = response["RoomList"] or []
             if not isinstance(rooms, list):
                 raise ParseError("get_room_list: field RoomList is not a list")
             for room in rooms:
