@@ -23,7 +23,7 @@ from exporter import logging as exlog
 from exporter.clock import SYSTEM_CLOCK
 from exporter.config import Config, ConfigError, describe
 from exporter.daemon import Exporter
-from exporter.webconfig import WebConfig, load_web_config, ssl_context
+from exporter.webconfig import LiveWebConfig, load_web_config
 
 SHUTDOWN_TIMEOUT = 4.0
 
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(settings: Settings, exporter: Exporter) -> int:
-    config = exporter.load()
+    config = exporter.load(warn=False)  # describe() prints the warnings
     print(describe(config, plans(config)))
     if settings.web_config_file:
         load_web_config(settings.web_config_file)
@@ -166,7 +166,7 @@ def _run(settings: Settings, log: FilteringBoundLogger) -> int:
     if settings.config_check:
         return _check(settings, exporter)
     config = exporter.load()
-    web_config = load_web_config(settings.web_config_file) if settings.web_config_file else None
+    web_config = LiveWebConfig(settings.web_config_file, log) if settings.web_config_file else None
     return asyncio.run(serve(settings, exporter, config, web_config))
 
 
@@ -177,7 +177,9 @@ def _run_demo(settings: Settings, log: FilteringBoundLogger) -> int:
     return code
 
 
-async def serve(settings: Settings, exporter: Exporter, config: Config, web_config: WebConfig | None) -> int:
+async def serve(
+    settings: Settings, exporter: Exporter, config: Config, web_config: LiveWebConfig | None
+) -> int:
     """Serve until SIGTERM/SIGINT; SIGHUP reloads."""
     from exporter.web import create_app
 
@@ -206,7 +208,9 @@ async def serve(settings: Settings, exporter: Exporter, config: Config, web_conf
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     host, port = split_address(settings.listen_address)
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context(web_config) if web_config else None)
+    site = web.TCPSite(
+        runner, host, port, ssl_context=web_config.server_ssl_context() if web_config else None
+    )
     try:
         await site.start()
     except OSError as e:
@@ -217,7 +221,7 @@ async def serve(settings: Settings, exporter: Exporter, config: Config, web_conf
     log.info(
         "listening",
         address=",".join(addresses),
-        tls=web_config is not None and web_config.tls_server_config is not None,
+        tls=web_config is not None and web_config.config.tls_server_config is not None,
     )
     started = True
     if hup_before_start:

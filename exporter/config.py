@@ -157,6 +157,25 @@ class Config:
             out.update(s.credentials.secrets())
         return out
 
+    def warnings(self) -> list[str]:
+        """Valid but probably unintended: sources sharing one vendor account's credentials.
+
+        Vendors count requests per credential, while each source keeps its own budget, so
+        two sources on the same credentials can together exceed the vendor's limit.
+        """
+        seen: dict[tuple[str, str, frozenset[str]], str] = {}
+        out = []
+        for s in self.sources:
+            key = (s.provider, self.base_url_of(s), frozenset(s.credentials.secrets()))
+            if key in seen:
+                out.append(
+                    f"sources {seen[key]} and {s.name} use the same {s.provider} credentials: the vendor"
+                    " counts their requests together, so lower their rate_limit to share its budget"
+                )
+            else:
+                seen[key] = s.name
+        return out
+
     def interval_of(self, source: SourceBase) -> float:
         return source.interval or self.global_.interval
 
@@ -474,4 +493,5 @@ def describe(config: Config, plans: Mapping[str, tuple[float, float, int]]) -> s
             lines.append("  discovery: on (targets are added and removed as the vendor lists them)")
         for t in s.targets:
             lines.append(f"  target {t.key()} -> stream={t.stream_label()!r}")
+    lines.extend(f"warning: {w}" for w in config.warnings())
     return "\n".join(lines)

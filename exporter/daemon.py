@@ -43,10 +43,16 @@ class Exporter:
     def runners(self) -> dict[str, SourceRunner]:
         return self._scheduler.runners
 
-    def load(self) -> Config:
+    def load(self, *, warn: bool = True) -> Config:
         config = self._loader(self.config_file)
         REDACTOR.set_secrets(config.secrets())
+        if warn:
+            self._warn(config)
         return config
+
+    def _warn(self, config: Config) -> None:
+        for warning in config.warnings():
+            self.log.warning("configuration warning", reason=warning)
 
     async def start(self, config: Config) -> None:
         async with self._lock:
@@ -65,6 +71,7 @@ class Exporter:
                 )
                 return str(e)
             previous = self.config
+            self._warn(config)
             REDACTOR.set_secrets(config.secrets() | (previous.secrets() if previous else set()))
             try:
                 await self._apply(config)

@@ -156,8 +156,8 @@ class SourceRunner:
         for batch in batches:
             due = await self._in_slot(due, spacing, self.poll_batch(batch))
         self.store.mark_attempted(self.name)
+        self._finish_cycle(start)  # re-plans first: an overrun also lengthens stale_after
         self.store.expire(self.clock.monotonic())
-        self._finish_cycle(start)
 
     def _finish_cycle(self, start: float) -> None:
         """Measure the cycle; one that overran its interval lengthens the next plan."""

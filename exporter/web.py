@@ -27,7 +27,7 @@ from exporter.daemon import Exporter
 from exporter.durations import format_duration
 from exporter.logging import REDACTOR
 from exporter.metrics import StoreCollector
-from exporter.webconfig import BasicAuth, WebConfig
+from exporter.webconfig import LiveWebConfig
 
 EXPORTER = web.AppKey("exporter", Exporter)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -153,9 +153,13 @@ CACHE = web.AppKey("metrics_cache", MetricsCache)
 TELEMETRY_PATH = web.AppKey("telemetry_path", str)
 
 
-def _auth_middleware(auth: BasicAuth) -> Middleware:
+def _auth_middleware(live: LiveWebConfig) -> Middleware:
     @web.middleware
     async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
+        live.refresh()
+        auth = live.auth
+        if not auth:
+            return await handler(request)
         header = request.headers.get("Authorization", "")
         if header.startswith("Basic "):
             try:
@@ -173,11 +177,11 @@ def _auth_middleware(auth: BasicAuth) -> Middleware:
     return mw
 
 
-def _headers_middleware(headers: dict[str, str]) -> Middleware:
+def _headers_middleware(live: LiveWebConfig) -> Middleware:
     @web.middleware
     async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
-        response.headers.update(headers)
+        response.headers.update(live.headers)
         return response
 
     return mw
@@ -188,15 +192,12 @@ def create_app(
     *,
     config: Config | None = None,
     telemetry_path: str = "/metrics",
-    web_config: WebConfig | None = None,
+    web_config: LiveWebConfig | None = None,
 ) -> web.Application:
     """The aiohttp app; with `config`, the exporter's polling runs in its cleanup context."""
     middlewares: list[Middleware] = []
     if web_config is not None:
-        if web_config.http_server_config.headers:
-            middlewares.append(_headers_middleware(web_config.http_server_config.headers))
-        if web_config.basic_auth_users:
-            middlewares.append(_auth_middleware(BasicAuth(web_config.basic_auth_users)))
+        middlewares += [_headers_middleware(web_config), _auth_middleware(web_config)]
     app = web.Application(middlewares=middlewares)
     app[EXPORTER] = exporter
     app[CACHE] = MetricsCache(exporter)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import ssl
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,7 @@ from typing import Literal
 import bcrypt
 import yaml
 from pydantic import Field, ValidationError
+from structlog.typing import FilteringBoundLogger
 
 from exporter.config import ConfigError, Strict, _pydantic_problems
 
@@ -103,6 +105,14 @@ def ssl_context(cfg: WebConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+def _cost(hashed: str) -> int:
+    """The cost factor of a bcrypt hash (`$2b$12$...` -> 12)."""
+    try:
+        return min(max(int(hashed.split("$")[2]), 4), 31)
+    except (IndexError, ValueError):
+        return 10
+
+
 class BasicAuth:
     """Checks users against bcrypt hashes, remembering good passwords by digest.
 
@@ -110,11 +120,11 @@ class BasicAuth:
     password, so a verified (user, sha256(password)) pair is cached, as exporter-toolkit does.
     """
 
-    #: a hash to spend the same time on for unknown users, so timing does not reveal names
-    _DUMMY = bcrypt.hashpw(b"livestream-exporter", bcrypt.gensalt(rounds=10))
-
     def __init__(self, users: dict[str, str]) -> None:
         self._users = {u: h.encode() for u, h in users.items()}
+        # unknown users cost a check of the same cost, so timing does not reveal names
+        rounds = max((_cost(h) for h in users.values()), default=4)
+        self._dummy = bcrypt.hashpw(b"livestream-exporter", bcrypt.gensalt(rounds=rounds)) if users else b""
         self._ok: set[tuple[str, bytes]] = set()
         # bcrypt runs in threads, two at a time: wrong passwords must not stall polling
         self._slots = asyncio.Semaphore(2)
@@ -128,8 +138,78 @@ class BasicAuth:
             return True
         hashed = self._users.get(user)
         async with self._slots:
-            ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), hashed or self._DUMMY)
+            ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), hashed or self._dummy)
         if ok and hashed is not None:
             self._ok.add((user, digest))
             return True
         return False
+
+
+class LiveWebConfig:
+    """The web configuration file, re-read when it or a file it names changes.
+
+    exporter-toolkit reads its file on every request and TLS handshake, so rotated
+    certificates (cert-manager) and changed passwords apply without a restart; so do we,
+    checking modification times (a few stat calls) instead of parsing every time.  A
+    broken new file is logged and the previous configuration stays in force.
+    """
+
+    def __init__(self, file: str, log: FilteringBoundLogger) -> None:
+        self.file = file
+        self._log = log
+        self.config = load_web_config(file)
+        self._stamp = self._stamps(self.config)
+        self.auth = BasicAuth(self.config.basic_auth_users)
+        self._tls = ssl_context(self.config)
+
+    def _stamps(self, cfg: WebConfig) -> tuple[tuple[int, int] | None, ...]:
+        tls = cfg.tls_server_config
+        files = [self.file, *((tls.cert_file, tls.key_file, tls.client_ca_file or "") if tls else ())]
+        out: list[tuple[int, int] | None] = []
+        for f in files:
+            try:
+                st = os.stat(f) if f else None
+            except OSError:
+                st = None
+            out.append((st.st_mtime_ns, st.st_size) if st else None)
+        return tuple(out)
+
+    def refresh(self) -> None:
+        stamp = self._stamps(self.config)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            cfg = load_web_config(self.file)
+        except ConfigError as e:
+            self._log.error("web configuration reload failed; keeping the previous one", reason=str(e))
+            return
+        if (cfg.tls_server_config is None) != (self.config.tls_server_config is None):
+            self._log.error(
+                "web configuration reload: switching TLS on or off needs a restart; keeping the previous one"
+            )
+            return
+        self.config, self._stamp = cfg, self._stamps(cfg)
+        self.auth = BasicAuth(cfg.basic_auth_users)
+        self._tls = ssl_context(cfg)
+        self._log.info("web configuration reloaded", file=self.file)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.config.http_server_config.headers
+
+    def server_ssl_context(self) -> ssl.SSLContext | None:
+        """The listening socket's context; each handshake switches to the current one."""
+        outer = ssl_context(self.config)
+        if outer is None:
+            return None
+
+        def on_handshake(
+            sock: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: ssl.SSLContext
+        ) -> None:
+            self.refresh()
+            if self._tls is not None:
+                sock.context = self._tls
+
+        outer.sni_callback = on_handshake
+        return outer

@@ -19,6 +19,14 @@ from pathlib import Path
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
+#: what `python -m tests.run_exporter` does, for `python -c PRELUDE + _RUN`
+_RUN = """
+import sys
+from exporter.cli import main
+from tests import fakevendor
+fakevendor.install()
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def free_port() -> int:
@@ -72,14 +80,16 @@ async def run_exporter(
     auth: tuple[str, str] | None = None,
     wait_path: str | None = "/-/ready",
     ready_timeout: float = 20.0,
+    prelude: str | None = None,
 ) -> AsyncIterator[ExporterProcess]:
+    """`prelude`: Python code run in the process before the CLI starts (to patch it for a test)."""
     port = free_port()
     stderr_file = tmp_path / f"exporter-{port}.stderr"
+    launch = ("-m", "tests.run_exporter") if prelude is None else ("-c", prelude + "\n" + _RUN)
     with stderr_file.open("wb") as err:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "tests.run_exporter",
+            *launch,
             "--config.file",
             str(config),
             "--web.listen-address",

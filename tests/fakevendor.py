@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from aiohttp import web
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from exporter.config import CredentialsBase, SourceBase, TargetBase
+from exporter.config import CredentialsBase, Secret, SourceBase, TargetBase
 from exporter.errors import GoneError, ParseError, PollError, ThrottledError
 from exporter.providers import register
 from exporter.providers.base import Outcome, Provider, Sample, Target
@@ -24,7 +24,7 @@ API_KEY = "tv-secret-key-0123456789"
 
 
 class TVCredentials(CredentialsBase):
-    api_key: SecretStr
+    api_key: Secret
 
 
 class TVTarget(TargetBase):

@@ -8,11 +8,14 @@ table of invalid config files.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from exporter import logging as exlog
+from exporter.cli import main
 from exporter.config import Config, ConfigError, load_config
 from exporter.providers import PROVIDERS
 from exporter.ratelimit import Window
@@ -503,3 +506,74 @@ def test_error_elsewhere_in_a_source_does_not_show_its_secret(tmp_path: Path) ->
     assert SECRET not in message
     assert f"{path}: sources[0].interval: must be a duration string" in message
     assert f"{path}: sources[1].targets[0].name:" in message
+
+
+def test_sources_sharing_credentials_are_warned_about(tmp_path):
+    """Vendors count requests per credential; two sources on one account share its budget."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        """
+sources:
+  - {name: a, provider: fermion, credentials: {api_key: k1234}, targets: [{live_event_session_id: x}]}
+  - {name: b, provider: fermion, credentials: {api_key: k1234}, targets: [{live_event_session_id: y}]}
+  - {name: c, provider: fermion, credentials: {api_key: other}, targets: [{live_event_session_id: z}]}
+"""
+    )
+    config = load_config(path)
+    (warning,) = config.warnings()
+    assert "sources a and b use the same fermion credentials" in warning
+    assert "k1234" not in warning
+
+
+# -- regressions (review of 77fbfda) --
+
+
+def check_exit_code(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`--config.check` run in process: (exit code, stderr)."""
+    try:
+        code = main(["--config.file", str(path), "--config.check"])
+    finally:  # main() pointed the logs at the captured stderr
+        exlog.setup("info", "logfmt", stream=sys.__stderr__)
+    return code, capsys.readouterr().err
+
+
+def test_durations_longer_than_a_week_are_config_errors(tmp_path, capsys):
+    """Regression (77fbfda): `interval: 10000y` was accepted and overflowed the scheduler's clock
+    arithmetic when polling started; it is now a configuration error (exit 2)."""
+    path = write(tmp_path, "global: {interval: 10000y}\n" + VALID)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value) == f"{path}: global.interval: must be at most 1w"
+    assert load_config(write(tmp_path, "global: {interval: 1w}\n" + VALID), env={}).global_.interval == 604800
+    path = write(tmp_path, "global: {interval: 10000y}\n" + VALID)
+    code, err = check_exit_code(path, capsys)
+    assert code == 2, err
+    assert "global.interval: must be at most 1w" in err and "Traceback" not in err
+
+
+def test_empty_credentials_are_config_errors(tmp_path, capsys):
+    """Regression (77fbfda): `api_key: ""` (an unset variable, a mis-mounted secret) was accepted
+    and every poll then failed as an auth error; it is now a configuration error (exit 2)."""
+    fermion = {"provider": "fermion", "targets": "[{live_event_session_id: x}]"}
+    path = write(tmp_path, sources(src(**fermion, credentials="{api_key: ''}")))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value) == f"{path}: sources[0].credentials.api_key: must not be empty"
+    code, err = check_exit_code(path, capsys)
+    assert code == 2, err
+    assert "sources[0].credentials.api_key: must not be empty" in err
+
+
+@pytest.mark.parametrize("content", ["", "\n", "\r\n"])
+def test_empty_credential_file_is_a_config_error(tmp_path, capsys, content):
+    """Regression (77fbfda): `api_key_file` naming an empty file gave an empty key; it is now
+    `<path> is empty` at the `api_key_file` key path (exit 2)."""
+    key = tmp_path / "api.key"
+    key.write_text(content, newline="")
+    path = write(tmp_path, sources(src(credentials=f"{{api_key_file: {key}}}")))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value) == f"{path}: sources[0].credentials.api_key_file: {key} is empty"
+    code, err = check_exit_code(path, capsys)
+    assert code == 2, err
+    assert f"sources[0].credentials.api_key_file: {key} is empty" in err

@@ -12,6 +12,7 @@ import re
 import signal
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import yaml
 
 from tests.conftest import tv_source, wait_for
@@ -154,3 +155,55 @@ async def _await_true(cond: Callable[[], Awaitable[bool]], within: float = 10.0)
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+# -- regressions (review of 77fbfda) --
+
+#: run before the CLI: serving's start-up (building the web app) announces itself, then takes 1 s
+SLOW_START = """
+import sys
+import time
+import exporter.web
+_create_app = exporter.web.create_app
+def _slow_create_app(*args, **kwargs):
+    print("serving starts", file=sys.stderr, flush=True)
+    time.sleep(1.0)
+    return _create_app(*args, **kwargs)
+exporter.web.create_app = _slow_create_app
+"""
+
+
+async def test_sighup_during_start_up_is_not_fatal(vendor, vendor_url, write_config, tmp_path):
+    """Regression (77fbfda): the signal handlers were installed only after the exporter listened,
+    so a SIGHUP while it was starting to serve (e.g. a config-management reload right after a
+    start) killed it.  Now it keeps running, serves, and applies the reload once started."""
+    cfg = write_config([tv_source(vendor_url)])
+    async with run_exporter(tmp_path, config=cfg, wait_path=None, prelude=SLOW_START) as p:
+        await wait_for(lambda: "serving starts" in p.stderr)
+        p.proc.send_signal(signal.SIGHUP)
+
+        async def serving() -> bool:
+            assert p.proc.returncode is None, f"the SIGHUP killed it ({p.proc.returncode}):\n{p.stderr}"
+            try:
+                return (await p.get("/-/ready"))[0] == 200
+            except (aiohttp.ClientError, OSError):
+                return False
+
+        await _await_true(serving)
+        await wait_for(lambda: "configuration reloaded" in p.stderr)
+        assert 'stream="tv/a"} 100.0' in await p.metrics()
+        assert p.proc.returncode is None
+
+
+async def test_sigterm_during_start_up_exits_0(vendor, vendor_url, write_config, tmp_path):
+    """Regression (77fbfda): a SIGTERM while the exporter was starting to serve killed it by the
+    default action (exit -15, no clean shutdown).  Now it is a clean shutdown: exit code 0."""
+    cfg = write_config([tv_source(vendor_url)])
+    async with run_exporter(tmp_path, config=cfg, wait_path=None, prelude=SLOW_START) as p:
+        await wait_for(lambda: "serving starts" in p.stderr)
+        code, took = await p.signal_and_wait(signal.SIGTERM, within=10.0)
+        err = p.stderr
+        assert code == 0, err
+        assert took < 5.0
+        assert "Traceback" not in err
+        assert "stopped" in err

@@ -476,3 +476,57 @@ async def test_errored_status_and_old_error_envelope(
     assert served.target(SOURCE, "ls-x").error == "upstream"
     assert value(s, "livestream_exporter_throttled_total", **LABELS) == 1  # the app-level 971
     assert v(s, "livestream_viewer_seconds_total", "ls-x") == 7
+
+
+# -- regressions (review of 77fbfda) --
+
+
+@pytest.mark.parametrize("missing", ["count", "total_viewer_seconds", "total_ingest_seconds"])
+async def test_app_answer_missing_a_field_is_a_parse_error(
+    aiohttp_server: Any, rigs: Rigs, world: SimWorld, logs: list[str], missing: str
+) -> None:
+    """Regression (77fbfda): a missing field of the analytics overall answer defaulted to 0, and a
+    counter at 0 reads as a reset.  Now it fails the app-level poll (parse) and the app series
+    keep their last values, while the livestreams are still polled."""
+    canned = Canned()
+    server = await aiohttp_server(canned.app())
+    source = cf_source(world, ["ls-x"])
+    source["base_url"] = str(server.make_url("/client/v4"))
+    served: Served = await rigs.make([source])
+    app = {"count": 3, "total_viewer_seconds": 10, "total_ingest_seconds": 2}
+    livestream = {
+        "success": True,
+        "data": {
+            "livestream": {"id": "ls-x", "name": "x", "status": "LIVE"},
+            "session": {"viewer_seconds": 7, "ingest_seconds": 3, "started_time": None},
+        },
+    }
+    canned.answer({"success": True, "data": app})
+    canned.answer(livestream)
+    await served.cycle()
+    before = await served.metrics()
+    app_series = {
+        name: value(before, name, **LABELS)
+        for name in (
+            "livestream_app_livestreams",
+            "livestream_app_viewer_seconds_total",
+            "livestream_app_ingest_seconds_total",
+        )
+    }
+    assert app_series == {
+        "livestream_app_livestreams": 3,
+        "livestream_app_viewer_seconds_total": 10,
+        "livestream_app_ingest_seconds_total": 2,
+    }
+
+    world.clock.advance(INTERVAL)
+    later = {"count": 4, "total_viewer_seconds": 20, "total_ingest_seconds": 5}
+    del later[missing]
+    canned.answer({"success": True, "data": later})
+    canned.answer(livestream)
+    await served.cycle()
+    s = await served.metrics()
+    assert len(canned.seen) == 4  # the livestream was polled after the failed app-level poll
+    assert {name: value(s, name, **LABELS) for name in app_series} == app_series
+    assert v(s, "livestream_target_up", "ls-x") == 1
+    assert any("app-level poll failed" in line and "error=parse" in line for line in logs), logs

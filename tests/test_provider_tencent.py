@@ -35,6 +35,7 @@ from exporter.simulator import tencent as fake_tencent
 from exporter.web import create_app as create_web_app
 from tests.conftest import sim_sources
 from tests.pollhelpers import Rig, Samples, build_rig, parse, series_of, value
+from tests.simrig import Canned
 
 _BY_SCENARIO = {scenario: key for key, scenario in DEMO_SCENARIOS["tencent"].items()}
 MAIN = _BY_SCENARIO["rising"]
@@ -559,3 +560,36 @@ async def test_usersig_never_in_logs_metrics_or_pages(env, served, logs):
             assert sig not in text, f"a UserSig in {where}"
         assert DEMO_TENCENT_SECRET not in text, f"the secret key in {where}"
         assert "usersig=" not in text.lower(), f"a query string in {where}"
+
+
+# -- regressions (review of 77fbfda) --
+
+
+async def test_room_list_without_roomlist_keeps_the_discovered_rooms(served, aiohttp_server, logs):
+    """Regression (77fbfda): a get_room_list answer without `RoomList` was read as "no rooms",
+    which removed every discovered room's series.  Now discovery fails (parse) and the rooms
+    found before are kept and still polled."""
+    canned = Canned()
+    server = await aiohttp_server(canned.app())
+    s = await served(discover=True, targets=[], base_url=str(server.make_url("")).rstrip("/"))
+    ok = {"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""}
+    stats = {field: 5 for field in COUNTS.values()}
+    canned.answer({**ok, "Response": {"RoomList": [{"RoomId": "room-1"}], "Next": ""}})
+    canned.answer({**ok, "Response": stats})
+    await cycles(s)
+    assert value(await s.metrics(), "livestream_viewers_total", **lab("room-1")) == 5
+
+    canned.answer({**ok, "Response": {"Next": ""}})  # no RoomList at all
+    canned.answer({**ok, "Response": {**stats, "TotalViewers": 6}})
+    await cycles(s)
+    assert [seen.raw_path.split("?")[0].rsplit("/", 1)[1] for seen in canned.seen] == [
+        "get_room_list",
+        "get_room_stats",
+        "get_room_list",
+        "get_room_stats",
+    ]
+    samples = await s.metrics()
+    assert [t.key for t in s.runner.discovered] == ["room-1"]
+    assert value(samples, "livestream_target_up", **lab("room-1")) == 1
+    assert value(samples, "livestream_viewers_total", **lab("room-1")) == 6
+    assert any("discovery failed" in line and "error=parse" in line for line in logs), logs

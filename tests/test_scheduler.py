@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ import pytest
 from aiohttp import web
 
 from exporter.clock import FakeClock
+from exporter.http import parse_retry_after
 from exporter.ratelimit import Window
+from tests import fakevendor
 from tests.conftest import tv_source, wait_for
-from tests.fakevendor import FakeVendor
+from tests.fakevendor import API_KEY, FakeVendor
 from tests.pollhelpers import Rig, TimedLog, build_rig, fake_time_log, parse, series_of, tv, value
 
 SOURCE = {"provider": "testvendor", "source": "tv"}
@@ -390,3 +393,110 @@ async def test_reload_keeps_the_limiter_history_of_an_unchanged_source(
     new = exporter.runners["tv"].limiter
     assert new is not old
     assert new.buckets["default"].history()[: len(sent)] == sent
+
+
+# -- regressions (review of 77fbfda) --
+
+
+async def test_a_cycle_that_overruns_its_interval_lengthens_it(vendor, vendor_url, write_config, rig, logs):
+    """Regression (77fbfda): a vendor slower than the slot spacing made every cycle overrun its
+    interval silently.  Now the measured cycle time becomes the effective interval (shown by
+    poll_interval_seconds), one warning is logged, and stale_after follows it, so values do not
+    expire between two polls of the same target."""
+    ids = [f"s{i}" for i in range(10)]
+    vendor.viewers = {i: 10.0 + k for k, i in enumerate(ids)}
+    r = rig(write_config([tv_source(vendor_url, targets=ids, interval="1s")], stale_after="2s"))
+    log = timed(vendor, r.clock)
+    log.cost = 0.5  # every answer takes 0.5 s, five times the 0.1 s slot spacing
+    runner = r.runner
+    for cycle in range(3):  # as the scheduler runs them: the next one when this one ended
+        began = r.clock.monotonic()
+        await runner.run_cycle()
+        assert r.clock.monotonic() - began == pytest.approx(5.0)
+        assert runner.interval == pytest.approx(5.0)
+        samples = r.scrape()
+        assert value(samples, "livestream_exporter_poll_interval_seconds", **SOURCE) == pytest.approx(5.0)
+        assert r.store.sources["tv"].stale_after >= 2 * 5.0
+        # the cycle re-plans before it expires values, so even the first overrun keeps them
+        for k, i in enumerate(ids):  # s0 was polled 4.5 s ago: not stale, its next poll is now
+            assert value(samples, "livestream_concurrent_viewers", **tv(i)) == 10.0 + k, i
+        r.clock.advance(max(0.0, began + runner.interval - r.clock.monotonic()))
+    assert len(log) == 30
+    overran = [line for line in logs if "overran" in line]
+    assert len(overran) == 1, overran
+    assert "level=warning" in overran[0]
+
+
+async def test_a_reload_keeps_the_discovered_targets(vendor, vendor_url, write_config, running):
+    """Regression (77fbfda): a reload started the source with an empty discovered list, so every
+    discovered stream lost its series until the next discovery (and for good if that failed)."""
+    cfg = write_config([tv_source(vendor_url, targets=[], discover=True)])
+    exporter, client = await running(cfg)
+    targets = lambda: exporter.store.sources["tv"].targets  # noqa: E731
+    await wait_for(lambda: set(targets()) == {"a", "b", "c"} and all(t.up for t in targets().values()))
+    # from now on the vendor refuses the list: only what was discovered before can be polled
+    vendor._auth = lambda request: request.path != "/streams" and request.headers.get("X-Key") == API_KEY  # type: ignore[method-assign]
+    lists = vendor.log.count(("list", ""))
+    assert await exporter.reload() is None
+    assert set(targets()) == {"a", "b", "c"}, "the reload dropped the discovered targets"
+    assert vendor.log.count(("list", "")) == lists  # no discovery has run since the reload
+    samples = parse(await (await client.get("/metrics")).text())
+    for stream, viewers in (("a", 100), ("b", 200), ("c", 300)):
+        assert value(samples, "livestream_concurrent_viewers", **tv(stream)) == viewers
+
+    # the first discovery after the reload fails: the list from before the reload is kept
+    await wait_for(lambda: vendor.log.count(("list", "")) > lists)
+    polled = len(vendor.log)
+    await wait_for(lambda: {("stream", k) for k in "abc"} <= set(vendor.log[polled:]), within=5)
+    samples = parse(await (await client.get("/metrics")).text())
+    for stream in "abc":
+        assert value(samples, "livestream_target_up", **tv(stream)) == 1
+
+
+@pytest.mark.parametrize("method", ["discover", "poll_app"])
+async def test_a_provider_bug_in_discovery_or_app_poll_spares_the_cycle(
+    vendor, vendor_url, write_config, running, monkeypatch, logs, method
+):
+    """Regression (77fbfda): an unexpected exception (not a PollError) in discover() or
+    poll_app() ended the whole cycle: no target was polled and /-/ready never turned 200."""
+
+    async def buggy(self: fakevendor.TestVendor) -> Any:
+        raise KeyError("field the vendor stopped sending")
+
+    monkeypatch.setattr(fakevendor.TestVendor, method, buggy)
+    cfg = write_config([tv_source(vendor_url, discover=True, app_metrics=True)])
+    exporter, client = await running(cfg)
+    targets = lambda: exporter.store.sources["tv"].targets  # noqa: E731
+    await wait_for(lambda: all(targets()[k].up for k in "abc"), within=3)
+    assert exporter.store.ready()
+    r = await client.get("/-/ready")
+    assert r.status == 200, await r.text()
+    assert any("provider failed unexpectedly" in line and "KeyError" in line for line in logs)
+
+
+@pytest.mark.parametrize("tz", ["America/New_York", "Asia/Tokyo"])
+def test_retry_after_date_without_zone_is_utc(monkeypatch, tz):
+    """Regression (77fbfda): an HTTP date with the `-0000` zone was read in the local time zone,
+    so Retry-After was off by hours on a host outside UTC."""
+    now = 1_700_000_000.0
+    header = email.utils.formatdate(now + 30)  # "Tue, 14 Nov 2023 22:13:50 -0000"
+    assert header.endswith("-0000")
+    monkeypatch.setenv("TZ", tz)
+    time.tzset()
+    try:
+        assert parse_retry_after(header, now) == pytest.approx(30.0)
+        assert parse_retry_after(email.utils.formatdate(now + 30, usegmt=True), now) == pytest.approx(30.0)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+async def test_a_stopping_runner_starts_no_cycle(vendor, vendor_url, write_config, rig):
+    """Regression (77fbfda): a job APScheduler had already fired when a reload stopped its runner
+    still ran a cycle: requests from the old configuration went out next to the new one's."""
+    r = rig(write_config([tv_source(vendor_url)]))
+    runner = r.runner
+    await runner.stop()
+    await runner.job()
+    assert vendor.log == [], "a stopped runner sent requests"
+    assert not any(t.attempted for t in r.store.sources["tv"].targets.values())

@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from asyncio.subprocess import PIPE
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,10 @@ import bcrypt
 import pytest
 import yaml
 
-from exporter import __version__
+from exporter import __version__, daemon
 from exporter import logging as exlog
 from exporter.cli import main
-from exporter.webconfig import load_web_config
+from exporter.webconfig import LiveWebConfig
 from tests.conftest import promtool, tv_source, wait_for
 from tests.exporter_process import run_exporter
 
@@ -402,7 +403,7 @@ async def test_basic_auth_and_headers(vendor, vendor_url, write_config, running,
             }
         )
     )
-    web_config = load_web_config(str(web_file))
+    web_config = LiveWebConfig(str(web_file), exlog.get_logger())
     _, client = await running(write_config([tv_source(vendor_url)]), web_config=web_config)
 
     for path in ("/metrics", "/", "/-/healthy"):
@@ -513,3 +514,131 @@ def test_invalid_web_config_exits_2(web, expected, write_config, tmp_path, capsy
     assert code == 2, err
     assert f"{web_file}: {expected}" in err, err
     assert "Traceback" not in err
+
+
+# -- regressions (review of 77fbfda) --
+
+
+async def test_reload_that_cannot_start_rolls_back(vendor, vendor_url, write_config, running, monkeypatch):
+    """Regression (77fbfda): a configuration that validates but fails while its runners are built
+    left the exporter with no runners at all (the old ones stopped, the error escaping reload()).
+    Now reload() reports the error, reload_successful is 0 and the old sources keep polling."""
+    cfg = write_config([tv_source(vendor_url)])
+    exporter, client = await running(cfg)
+    await ready_and_polled(exporter)
+    real = daemon.SourceRunner
+
+    def runner(**kw: Any) -> Any:
+        if kw["source"].name == "broken":
+            raise RuntimeError("cannot start this source")
+        return real(**kw)
+
+    monkeypatch.setattr(daemon, "SourceRunner", runner)
+    write_config([tv_source(vendor_url), tv_source(vendor_url, name="broken", targets=["x"])])
+    error = await exporter.reload()
+    assert error is not None and "could not be started" in error and "RuntimeError" in error, error
+    assert [s.name for s in exporter.config.sources] == ["tv"]
+    assert set(exporter.runners) == {"tv"}
+    polled = len(vendor.log)
+    await wait_for(lambda: {("stream", k) for k in "abc"} <= set(vendor.log[polled:]), within=5)
+    _, text = await scrape(client)
+    assert samples(text, "livestream_exporter_config_last_reload_successful") == [({}, 0.0)]
+    for k in "abc":
+        assert f'livestream_target_up{{provider="testvendor",source="tv",stream="tv/{k}"}} 1.0' in text
+    assert 'source="broken"' not in text
+
+
+async def test_ready_after_discovery_before_the_first_target_slot(vendor, vendor_url, write_config, running):
+    """Regression (77fbfda): a successful discovery did not count as the source's first poll, so
+    /-/ready stayed 503 until the first target's slot (a quarter of a 60 s interval here)."""
+    cfg = write_config([tv_source(vendor_url, targets=[], discover=True, interval="60s")])
+    exporter, client = await running(cfg)
+    await wait_for(lambda: ("list", "") in vendor.log)
+    await wait_for(exporter.store.ready, within=3)
+    r = await client.get("/-/ready")
+    assert r.status == 200, await r.text()
+    assert [e for e in vendor.log if e[0] == "stream"] == [], "a target slot already came"
+
+
+async def test_landing_page_shows_intervals_as_durations(vendor, vendor_url, write_config, running):
+    """Regression (77fbfda): the landing page printed intervals with `{:g}s`, e.g. `90s` and
+    `6.048e+06s`; now they read like the configuration: `1m30s`, `70d`."""
+    ids = [f"s{i}" for i in range(10)]
+    vendor.viewers.update({i: 1.0 for i in ids})
+    week = [{"requests": 1, "per": "1w"}]  # ten targets at one request a week: 70 days
+    cfg = write_config(
+        [
+            tv_source(vendor_url, targets=["a"], interval="1m30s"),
+            tv_source(vendor_url, name="slow", targets=ids, rate_limit=week),
+        ]
+    )
+    _, client = await running(cfg)
+    page = await (await client.get("/")).text()
+    intervals = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", page, re.S):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        if len(cells) == 8:
+            intervals[cells[2]] = cells[7]
+    assert intervals["tv/a"] == "1m30s", intervals
+    assert {intervals[f"tv/{i}"] for i in ids} == {"70d"}, intervals
+    assert "e+" not in page
+
+
+def _bcrypt_seconds(hashed: str) -> float:
+    start = time.perf_counter()
+    bcrypt.checkpw(b"not-it", hashed.encode())
+    return time.perf_counter() - start
+
+
+async def test_wrong_passwords_do_not_block_other_requests(vendor_url, write_config, tmp_path):
+    """Regression (77fbfda): bcrypt ran on the event loop, so each wrong password (cost 12:
+    about 0.2 s of CPU) stalled every other request and the polling.  Now the checks run in
+    threads: a request with the (cached) right password is answered while they go on."""
+    hashed = bcrypt.hashpw(b"right-pass", bcrypt.gensalt(rounds=12)).decode()
+    one_check = _bcrypt_seconds(hashed)
+    web_file = tmp_path / "web.yaml"
+    web_file.write_text(yaml.safe_dump({"basic_auth_users": {"prom": hashed}}))
+    cfg = write_config([tv_source(vendor_url)])
+    args = ("--web.config.file", str(web_file))
+    async with run_exporter(tmp_path, *args, config=cfg, auth=("prom", "right-pass")) as p:
+        wrong = [asyncio.create_task(p.get("/metrics", auth=("prom", f"wrong-{i}"))) for i in range(6)]
+        await asyncio.sleep(0.1)  # they reached the exporter and its bcrypt checks are running
+        start = time.perf_counter()
+        status, _ = await p.get("/-/healthy")
+        took = time.perf_counter() - start
+        in_flight = sum(not t.done() for t in wrong)
+        assert status == 200
+        assert took < one_check, f"an authorized request waited {took:.2f}s for other requests' bcrypt"
+        assert in_flight > 0, "the wrong passwords were not in flight any more"
+        assert [s for s, _ in await asyncio.gather(*wrong)] == [401] * 6
+
+
+CHECKPW_SPY = """
+import sys
+import bcrypt
+_checkpw = bcrypt.checkpw
+def _spy(password, hashed):
+    print("bcrypt.checkpw called", file=sys.stderr, flush=True)
+    return _checkpw(password, hashed)
+bcrypt.checkpw = _spy
+"""
+
+
+async def test_an_unknown_user_costs_a_bcrypt_check_too(vendor_url, write_config, tmp_path):
+    """Regression (77fbfda): an unknown user name was refused at once, without a bcrypt check,
+    so the time of a 401 told which user names exist."""
+    web_file = tmp_path / "web.yaml"
+    web_file.write_text(yaml.safe_dump({"basic_auth_users": {"prom": _hash("right-pass")}}))
+    cfg = write_config([tv_source(vendor_url)])
+    args = ("--web.config.file", str(web_file))
+    async with run_exporter(
+        tmp_path, *args, config=cfg, auth=("prom", "right-pass"), prelude=CHECKPW_SPY
+    ) as p:
+        checks = lambda: p.stderr.count("bcrypt.checkpw called")  # noqa: E731
+        assert checks() == 1  # the right password, once: then it is cached
+        assert (await p.get("/metrics"))[0] == 200
+        assert checks() == 1
+        assert (await p.get("/metrics", auth=("nobody", "right-pass")))[0] == 401
+        assert checks() == 2, "an unknown user was refused without a bcrypt check"
+        assert (await p.get("/metrics", auth=("prom", "wrong-pass")))[0] == 401
+        assert checks() == 3
