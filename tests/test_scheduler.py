@@ -409,7 +409,7 @@ async def test_a_cycle_that_overruns_its_interval_lengthens_it(vendor, vendor_ur
     log = timed(vendor, r.clock)
     log.cost = 0.5  # every answer takes 0.5 s, five times the 0.1 s slot spacing
     runner = r.runner
-    for cycle in range(3):  # as the scheduler runs them: the next one when this one ended
+    for _cycle in range(3):  # as the scheduler runs them: the next one when this one ended
         began = r.clock.monotonic()
         await runner.run_cycle()
         assert r.clock.monotonic() - began == pytest.approx(5.0)
