@@ -143,3 +143,37 @@ class Canned:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
+
+
+async def serve_canned(aiohttp_server: Callable[..., Awaitable[Any]], prefix: str) -> tuple[Canned, str]:
+    """A Canned vendor on loopback and its base URL (`http://127.0.0.1:PORT/{prefix}`)."""
+    vendor = Canned()
+    server = await aiohttp_server(vendor.app())
+    return vendor, str(server.make_url("")).rstrip("/") + "/" + prefix
+
+
+class UnitRigs:
+    """Rigs of one source, made from a default source dict plus per-test overrides."""
+
+    def __init__(
+        self, write_config: Callable[..., Path], default: dict[str, Any], start: float = START
+    ) -> None:
+        self._write = write_config
+        self._default = default
+        self._start = start
+        self._rigs: list[Rig] = []
+
+    def make(self, **over: Any) -> Rig:
+        rig = build_rig(self._write([{**self._default, **over}]), FakeClock(self._start))
+        self._rigs.append(rig)
+        return rig
+
+    async def close(self) -> None:
+        for r in self._rigs:
+            await r.close()
+
+
+async def poll(rig: Rig) -> dict[Any, float]:
+    """One cycle, then what /metrics would show."""
+    await rig.runner.run_cycle()
+    return rig.scrape()

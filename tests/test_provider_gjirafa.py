@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 
-from exporter.clock import FakeClock
 from exporter.config import ConfigError, load_config
 from exporter.simulator import DEMO_GJIRAFA_KEY
 from tests.conftest import sim_sources
-from tests.pollhelpers import Rig, Samples, build_rig, parse, series_of, value
-from tests.simrig import START, Canned, Rigs, Served, SimWorld, start_world
+from tests.pollhelpers import Rig, Samples, parse, series_of, value
+from tests.simrig import START, Canned, Rigs, Served, SimWorld, UnitRigs, poll, serve_canned, start_world
 
 PATH = "/api/v1/projects/p1/dashboard/audioLiveConsumption"
 VALUE_METRICS = (
@@ -61,41 +60,28 @@ GOOD = envelope(
 
 
 @pytest.fixture
-async def canned(aiohttp_server: Any) -> AsyncIterator[tuple[Canned, str]]:
-    vendor = Canned()
-    server = await aiohttp_server(vendor.app())
-    yield vendor, str(server.make_url("")).rstrip("/") + "/vp"
+async def canned(aiohttp_server: Any) -> tuple[Canned, str]:
+    return await serve_canned(aiohttp_server, "vp")
 
 
 @pytest.fixture
 async def unit(
     canned: tuple[Canned, str], write_config: Callable[..., Path]
-) -> AsyncIterator[Callable[..., Any]]:
+) -> AsyncIterator[Callable[..., Rig]]:
     """make(**source overrides) -> a Rig of one gjirafa source against the canned vendor."""
     _, base = canned
-    rigs: list[Rig] = []
-
-    def make(**over: Any) -> Rig:
-        source = {
+    rigs = UnitRigs(
+        write_config,
+        {
             "name": "gj",
             "provider": "gjirafa",
             "base_url": base,
             "credentials": {"api_key": "k"},
             "targets": [{"project_id": "p1", "media": "audio", "interval_length": 5}],
-            **over,
-        }
-        rig = build_rig(write_config([source]), FakeClock(START))
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for r in rigs:
-        await r.close()
-
-
-async def poll(rig: Rig) -> Samples:
-    await rig.runner.run_cycle()
-    return rig.scrape()
+        },
+    )
+    yield rigs.make
+    await rigs.close()
 
 
 async def test_default_auth_is_authorization_bearer(canned, unit):

@@ -16,12 +16,22 @@ from typing import Any
 
 import pytest
 
-from exporter.clock import FakeClock
 from exporter.signing import sfd_signature
 from exporter.simulator import DEMO_SFD_KEY_ID, DEMO_SFD_SECRET
 from tests.conftest import sim_sources
-from tests.pollhelpers import Rig, Samples, build_rig, parse, series_of, value
-from tests.simrig import START, Canned, Rigs, Seen, Served, SimWorld, start_world
+from tests.pollhelpers import Rig, Samples, parse, series_of, value
+from tests.simrig import (
+    START,
+    Canned,
+    Rigs,
+    Seen,
+    Served,
+    SimWorld,
+    UnitRigs,
+    poll,
+    serve_canned,
+    start_world,
+)
 
 QUERY = "/lls/v1.0/analytics/delivery/queryConcurrentViewers"
 LIST = "/lls/v1.0/stream"
@@ -88,41 +98,28 @@ def assert_signed(req: Seen, key_id: str, secret: str) -> None:
 
 
 @pytest.fixture
-async def canned(aiohttp_server: Any) -> AsyncIterator[tuple[Canned, str]]:
-    vendor = Canned()
-    server = await aiohttp_server(vendor.app())
-    yield vendor, str(server.make_url("")).rstrip("/") + "/sfd"
+async def canned(aiohttp_server: Any) -> tuple[Canned, str]:
+    return await serve_canned(aiohttp_server, "sfd")
 
 
 @pytest.fixture
 async def unit(
     canned: tuple[Canned, str], write_config: Callable[..., Path]
-) -> AsyncIterator[Callable[..., Any]]:
+) -> AsyncIterator[Callable[..., Rig]]:
     """make(**source overrides) -> a Rig of one swiftfederation source against the canned vendor."""
     _, base = canned
-    rigs: list[Rig] = []
-
-    def make(**over: Any) -> Rig:
-        source = {
+    rigs = UnitRigs(
+        write_config,
+        {
             "name": "sfd",
             "provider": "swiftfederation",
             "base_url": base,
             "credentials": {"access_key_id": KEY_ID, "access_key_secret": SECRET},
             "targets": [target(MAIN, region="SG", protocol="http-flv")],
-            **over,
-        }
-        rig = build_rig(write_config([source]), FakeClock(START))
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for r in rigs:
-        await r.close()
-
-
-async def poll(rig: Rig) -> Samples:
-    await rig.runner.run_cycle()
-    return rig.scrape()
+        },
+    )
+    yield rigs.make
+    await rigs.close()
 
 
 @pytest.mark.parametrize("fzone", [None, "SG"])
