@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from structlog.typing import FilteringBoundLogger
 
-from exporter import __version__
+from exporter import __version__, early
 from exporter import logging as exlog
 from exporter.clock import SYSTEM_CLOCK
 from exporter.config import Config, ConfigError, describe
@@ -224,7 +224,7 @@ async def serve(
         tls=web_config is not None and web_config.config.tls_server_config is not None,
     )
     started = True
-    if hup_before_start:
+    if hup_before_start or early.take_hup():
         on_hup()
     log.info("started", version=__version__, sources=len(config.sources))
     await stop.wait()
