@@ -67,6 +67,3 @@ class GoneError(PollError):
     """The vendor says the stream no longer exists: its series are removed, not zeroed."""
 
     kind = "gone"
-
-
-ERROR_KINDS = ("auth", "throttled", "upstream", "timeout", "parse", "gone", "error")

@@ -26,7 +26,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.clock import Clock
 from exporter.state import Store
 
 
@@ -98,9 +97,8 @@ def _family(name: str, mdef: MetricDef, labels: tuple[str, ...]) -> Metric:
 class StoreCollector(Collector):
     """Renders the store: stream, app, health and per-source exporter metrics."""
 
-    def __init__(self, store: Store, clock: Clock, *, reload_status: ReloadStatus) -> None:
+    def __init__(self, store: Store, *, reload_status: ReloadStatus) -> None:
         self._store = store
-        self._clock = clock
         self._reload = reload_status
 
     def collect(self) -> Iterator[Metric]:

@@ -37,9 +37,7 @@ class MetricsCache:
     def __init__(self, exporter: Exporter) -> None:
         self._exporter = exporter
         self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(
-            StoreCollector(exporter.store, exporter.clock, reload_status=exporter.reload_status)
-        )
+        self._registry.register(StoreCollector(exporter.store, reload_status=exporter.reload_status))
         self._process = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self._process)
         PlatformCollector(registry=self._process)

@@ -77,7 +77,7 @@ class Rig:
         """What /metrics would show now (values expire as they do on a scrape)."""
         self.store.expire(self.clock.monotonic())
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(StoreCollector(self.store, self.clock, reload_status=self.reload_status))
+        registry.register(StoreCollector(self.store, reload_status=self.reload_status))
         return parse(generate_latest(registry).decode())
 
 
