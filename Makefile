@@ -28,10 +28,13 @@ tools:
 test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
 
+LINTED := exporter tests grafana
+
 lint: $(STAMP)
-	$(BIN)/ruff check exporter tests bench grafana
-	$(BIN)/ruff format --check exporter tests bench grafana
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

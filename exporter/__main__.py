@@ -1,5 +1,5 @@
 """`python -m exporter` is the same as the `livestream-exporter` command."""
 
-from exporter.entry import main
+from exporter.process.entry import main
 
 raise SystemExit(main())

@@ -13,10 +13,14 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from exporter import logging as exlog
-from exporter.daemon import Exporter
-from exporter.providers import unregister
-from exporter.web import create_app
+from exporter.config.registry import unregister
+from exporter.model.clock import SYSTEM_CLOCK, Clock
+from exporter.process import logsetup as exlog
+from exporter.process.daemon import Exporter
+from exporter.process.serve import with_polling
+from exporter.simulator import Simulator, demo_config
+from exporter.simulator import create_app as create_sim_app
+from exporter.web.app import create_app
 from tests import fakevendor
 from tests.fakevendor import API_KEY, FakeVendor
 
@@ -105,10 +109,13 @@ async def running(logs: list[str]) -> AsyncIterator[Callable[..., Any]]:
     """Start an exporter on a config file behind a real aiohttp test server."""
     clients: list[TestClient[Any, Any]] = []
 
-    async def start(config_file: Path, **kw: Any) -> tuple[Exporter, TestClient[Any, Any]]:
-        exporter = Exporter(str(config_file), log=exlog.get_logger())
+    async def start(
+        config_file: Path, *, clock: Clock = SYSTEM_CLOCK, **kw: Any
+    ) -> tuple[Exporter, TestClient[Any, Any]]:
+        exporter = Exporter(str(config_file), log=exlog.get_logger(), clock=clock)
         config = exporter.load()
-        app = create_app(exporter, config=config, **kw)
+        app = create_app(exporter, **kw)
+        with_polling(app, exporter, config)
         client = TestClient(TestServer(app))
         await client.start_server()
         clients.append(client)
@@ -131,17 +138,13 @@ def promtool() -> str | None:
 
 @pytest.fixture
 async def simulator(aiohttp_server: Any) -> tuple[Any, str]:
-    """(Simulator, root URL) of the five-vendor simulator on a real loopback server."""
-    from exporter.simulator import Simulator, create_app
-
+    """(Simulator, root URL) of the vendor simulator on a real loopback server."""
     sim = Simulator()
-    server = await aiohttp_server(create_app(sim))
+    server = await aiohttp_server(create_sim_app(sim))
     return sim, str(server.make_url("")).rstrip("/")
 
 
 def sim_sources(root: str, *providers: str, **overrides: Any) -> list[dict[str, Any]]:
     """The demo configuration's sources for `providers`, each updated with `overrides`."""
-    from exporter.simulator import demo_config
-
     sources = [s for s in demo_config(root)["sources"] if not providers or s["provider"] in providers]
     return [{**s, **overrides} for s in sources]

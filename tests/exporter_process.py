@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: what `python -m tests.run_exporter` does, for `python -c PRELUDE + _RUN`
 _RUN = """
 import sys
-from exporter.cli import main
+from exporter.process.cli import main
 from tests import fakevendor
 fakevendor.install()
 sys.exit(main(sys.argv[1:]))

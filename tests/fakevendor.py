@@ -14,11 +14,13 @@ from typing import Any, ClassVar
 from aiohttp import web
 from pydantic import Field
 
-from exporter.config import CredentialsBase, Secret, SourceBase, TargetBase
-from exporter.errors import GoneError, ParseError, PollError, ThrottledError
-from exporter.providers import register
-from exporter.providers.base import Outcome, Provider, Sample, Target
-from exporter.ratelimit import Window
+from exporter.config.registry import register
+from exporter.config.schema import CredentialsBase, DiscoveringSource, Secret, TargetBase
+from exporter.model.clock import Clock
+from exporter.model.errors import GoneError, ParseError, PollError, ThrottledError
+from exporter.model.samples import Origin, Outcome, Sample, Target
+from exporter.model.windows import Window
+from exporter.providers.base import Provider
 
 API_KEY = "tv-secret-key-0123456789"
 
@@ -37,16 +39,15 @@ class TVTarget(TargetBase):
         return f"tv/{self.stream_id}"
 
 
-class TVSource(SourceBase):
+class TVSource(DiscoveringSource):
     provider: str = "testvendor"
     credentials: TVCredentials
     targets: tuple[TVTarget, ...] = ()
-    discover: bool = False
     batch_size: int = Field(default=1, ge=1)
     app_metrics: bool = False
 
 
-class TestVendor(Provider):
+class TestVendor(Provider[TVSource, TVTarget]):
     name = "testvendor"
     Source = TVSource
     default_base_url = None
@@ -56,24 +57,23 @@ class TestVendor(Provider):
     }
     discovery_bucket = "list"
 
-    @property  # type: ignore[misc]
-    def has_app_metrics(self) -> bool:  # type: ignore[override]
-        return bool(self.source.app_metrics)  # type: ignore[attr-defined]
+    def app_metrics(self) -> bool:
+        return self.source.app_metrics
 
     def _headers(self) -> dict[str, str]:
-        return {"X-Key": self.source.credentials.api_key.get_secret_value()}  # type: ignore[attr-defined]
+        return {"X-Key": self.source.credentials.api_key.get_secret_value()}
 
     def batch_size(self) -> int:
-        return int(self.source.batch_size)  # type: ignore[attr-defined]
+        return self.source.batch_size
 
-    async def discover(self) -> list[Target]:
+    async def discover(self) -> list[Target[TVTarget]]:
         r = await self.http.request(
             "GET", f"{self.base_url}/streams", endpoint="list", bucket="list", headers=self._headers()
         )
         ids = r.json()["streams"]
-        return [Target(key=i, stream=f"tv/{i}", discovered=True) for i in ids]
+        return [Target.of(TVTarget(stream_id=i), Origin.DISCOVERY) for i in ids]
 
-    async def poll(self, batch: Sequence[Target]) -> Mapping[str, Outcome]:
+    async def poll(self, batch: Sequence[Target[TVTarget]]) -> Mapping[str, Outcome]:
         if len(batch) > 1:
             r = await self.http.request(
                 "POST",
@@ -131,6 +131,10 @@ class FakeVendor:
     app_count: int = 7
     log: list[tuple[str, str]] = field(default_factory=list)
     short_batches: bool = False
+    #: the clock "slow" answers wait on (real time when None)
+    clock: Clock | None = None
+    #: stream ids whose "slow" answer is being prepared right now
+    answering: set[str] = field(default_factory=set)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -170,7 +174,11 @@ class FakeVendor:
         if fault == "truncated":
             return web.Response(text='{"viewers": 1', content_type="application/json")
         if fault == "slow":
-            await asyncio.sleep(self.slow_seconds)
+            self.answering.add(sid)
+            try:
+                await (self.clock.sleep if self.clock else asyncio.sleep)(self.slow_seconds)
+            finally:
+                self.answering.discard(sid)
         if fault == "throttle200":
             return web.json_response({"throttled": True, "retry_after": 3})
         if fault == "gone" or sid not in self.viewers:

@@ -16,12 +16,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import logging as exlog
-from exporter.clock import FakeClock
-from exporter.config import Config, load_config
-from exporter.metrics import ReloadStatus, StoreCollector
-from exporter.scheduler import SourceRunner, new_state
-from exporter.state import Store
+from exporter.config.loader import Config, load_config
+from exporter.engine.runner import SourceMemory, SourceRunner
+from exporter.model.clock import FakeClock
+from exporter.process import logsetup as exlog
+from exporter.store.exposition import ReloadStatus, StoreCollector
+from exporter.store.store import Store
 
 
 class TimedLog(list[tuple[str, str]]):
@@ -84,14 +84,14 @@ class Rig:
 def build_rig(config_file: Path, clock: FakeClock | None = None) -> Rig:
     config = load_config(config_file)
     rig = Rig(config=config, clock=clock or FakeClock())
-    states = [new_state(s, config.global_.stale_after, None) for s in config.sources]
-    rig.store.set_sources(states)
-    for source, state in zip(config.sources, states, strict=True):
+    memories = {s.name: SourceMemory.carried(s, None) for s in config.sources}
+    rig.store.keep_sources((s.name, s.provider, memories[s.name].stats) for s in config.sources)
+    for source in config.sources:
         rig.runners[source.name] = SourceRunner(
             config=config,
             source=source,
-            store=rig.store,
-            state=state,
+            sink=rig.store,
+            memory=memories[source.name],
             clock=rig.clock,
             log=exlog.get_logger(),
         )
@@ -121,3 +121,12 @@ def series_of(samples: Samples, **labels: str) -> list[str]:
 
 def tv(stream: str, source: str = "tv") -> dict[str, str]:
     return {"provider": "testvendor", "source": source, "stream": f"tv/{stream}"}
+
+
+def stream_values(samples: Samples, stream: str) -> dict[str, float]:
+    """The `livestream_*` values of one stream, by name, without the target health series."""
+    return {
+        name: v
+        for (name, labels), v in samples.items()
+        if dict(labels).get("stream") == stream and name.startswith("livestream_") and "target" not in name
+    }

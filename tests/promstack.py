@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.durations import format_duration, parse_duration
+from exporter.model.durations import format_duration, parse_duration
 
 _DURATION = re.compile(r"(?<![\w.])((?:\d+(?:ms|y|w|d|h|m|s))+)(?![\w])")
 

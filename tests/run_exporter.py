@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from exporter.cli import main
+from exporter.process.cli import main
 from tests import fakevendor
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The command line (issue 2 point 2, CONTRACT.md section 1), run as a real process.
+"""The command line, run as a real process: flags, their defaults, exit codes and messages.
 
 Exit codes: 0 clean, 2 invalid flags or configuration (one readable message naming the
 file and key path, no traceback), 1 anything else.
@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from exporter import __version__
-from exporter.cli import Settings, parse_args, split_address
-from exporter.providers import PROVIDERS
+from exporter.config.registry import PROVIDERS
+from exporter.process.settings import Settings, parse_args, split_address
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "cli-test-key-5f3a9c"
@@ -68,8 +68,8 @@ def assert_one_message(result: subprocess.CompletedProcess[str], expected: str) 
 # ---- flags and their defaults ----------------------------------------------------------------
 
 
-def test_parse_args_defaults_match_the_contract() -> None:
-    """CONTRACT.md section 1: config.yaml, :9733, /metrics, no web config, info, logfmt."""
+def test_parse_args_defaults() -> None:
+    """With no flags: config.yaml, :9733, /metrics, no web config, info, logfmt."""
     s = parse_args([])
     assert s == Settings(
         config_file="config.yaml",
@@ -181,7 +181,7 @@ def test_config_check_prints_what_would_be_polled(tmp_path: Path) -> None:
 
 
 def test_config_check_shows_the_interval_lengthened_by_the_budget(tmp_path: Path) -> None:
-    """120 targets at 30s with 60 requests per minute: one cycle needs 2m (CONTRACT.md section 4)."""
+    """120 targets at 30s with 60 requests per minute: one cycle needs 2m, and the check says so."""
     config = write(
         tmp_path,
         {

@@ -1,4 +1,4 @@
-"""Configuration loading (issue 2 point 3, CONTRACT.md section 2).
+"""Configuration loading: what a valid file turns into, and one readable error for a broken one.
 
 Every broken file is one readable `file: key.path: what is wrong` line, never a traceback.
 The table below maps broken YAML to the exact message, in the spirit of blackbox_exporter's
@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from exporter import logging as exlog
-from exporter.cli import main
-from exporter.config import Config, ConfigError, load_config
-from exporter.providers import PROVIDERS
-from exporter.ratelimit import Window
+from exporter.config.loader import Config, load_config
+from exporter.config.problems import ConfigError
+from exporter.config.registry import PROVIDERS
+from exporter.model.windows import Window
+from exporter.process import logsetup as exlog
+from exporter.process.cli import main
 
 SECRET = "s3cr3t-value-that-must-never-leak"
 
@@ -326,7 +327,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 
 def test_defaults(tmp_path: Path) -> None:
-    """global defaults are interval 30s, timeout 10s, stale_after 5m (CONTRACT.md section 2)."""
+    """global defaults are interval 30s, timeout 10s, stale_after 5m."""
     config = load_config(write(tmp_path, VALID), env={})
     assert (config.global_.interval, config.global_.timeout, config.global_.stale_after) == (
         30.0,
@@ -483,8 +484,8 @@ def test_credentials_are_hidden_in_repr(tmp_path: Path) -> None:
 def test_error_about_a_credential_never_contains_its_value(
     tmp_path: Path, credentials: str, expected: str
 ) -> None:
-    """No secret appears in error messages (CONTRACT.md section 3), even when the error is
-    about the very field that holds it."""
+    """No secret appears in error messages, even when the error is about the very field that
+    holds it."""
     path = write(tmp_path, sources(src(credentials=credentials)))
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})
@@ -525,7 +526,7 @@ sources:
     assert "k1234" not in warning
 
 
-# -- regressions (review of 77fbfda) --
+# -- values that load but cannot work: refused at load time, exit 2 under --config.check --
 
 
 def check_exit_code(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -538,8 +539,8 @@ def check_exit_code(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int
 
 
 def test_durations_longer_than_a_week_are_config_errors(tmp_path, capsys):
-    """Regression (77fbfda): `interval: 10000y` was accepted and overflowed the scheduler's clock
-    arithmetic when polling started; it is now a configuration error (exit 2)."""
+    """`interval: 10000y`, which would overflow the scheduler's clock arithmetic once polling
+    started, is a configuration error (exit 2); `1w` is the longest duration accepted."""
     path = write(tmp_path, "global: {interval: 10000y}\n" + VALID)
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})
@@ -552,8 +553,8 @@ def test_durations_longer_than_a_week_are_config_errors(tmp_path, capsys):
 
 
 def test_empty_credentials_are_config_errors(tmp_path, capsys):
-    """Regression (77fbfda): `api_key: ""` (an unset variable, a mis-mounted secret) was accepted
-    and every poll then failed as an auth error; it is now a configuration error (exit 2)."""
+    """`api_key: ""` (an unset variable, a mis-mounted secret) is a configuration error (exit 2),
+    not a source whose every poll fails as an auth error."""
     fermion = {"provider": "fermion", "targets": "[{live_event_session_id: x}]"}
     path = write(tmp_path, sources(src(**fermion, credentials="{api_key: ''}")))
     with pytest.raises(ConfigError) as info:
@@ -566,8 +567,8 @@ def test_empty_credentials_are_config_errors(tmp_path, capsys):
 
 @pytest.mark.parametrize("content", ["", "\n", "\r\n"])
 def test_empty_credential_file_is_a_config_error(tmp_path, capsys, content):
-    """Regression (77fbfda): `api_key_file` naming an empty file gave an empty key; it is now
-    `<path> is empty` at the `api_key_file` key path (exit 2)."""
+    """`api_key_file` naming an empty file does not give an empty key: the error is `<path> is
+    empty` at the `api_key_file` key path (exit 2); a missing configuration file is one line too."""
     key = tmp_path / "api.key"
     key.write_text(content, newline="")
     path = write(tmp_path, sources(src(credentials=f"{{api_key_file: {key}}}")))

@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.metrics import CATALOG
+from exporter.model.catalog import CATALOG
 from grafana import generate as gen
 
 BUILT = gen.build_dashboards()
 COMMITTED = gen.load_dashboards()
 
-#: CONTRACT.md section 3: health, per-source exporter and process metrics
+#: the exporter's own series beside the vendor metrics of CATALOG: per-target health, per-source
+#: exporter metrics, and the standard process metrics
 HEALTH_METRICS = {
     "livestream_target_up",
     "livestream_target_last_success_timestamp_seconds",

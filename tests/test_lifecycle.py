@@ -1,4 +1,4 @@
-"""Issue 2 point 8 (signals, reload, shutdown) and point 9 (log format and level), out of process.
+"""Signals (reload, shutdown), also during start-up, and the log format and level, out of process.
 
 The real CLI runs in a subprocess (`python -m tests.run_exporter`) and polls a FakeVendor
 served by the test process over loopback.
@@ -28,7 +28,7 @@ def reload_successful(text: str) -> float:
 
 
 async def test_sighup_reloads_the_config_file(vendor, vendor_url, write_config, tmp_path):
-    """Point 8: SIGHUP re-reads the file; a target added there appears on /metrics."""
+    """SIGHUP re-reads the file; a target added there appears on /metrics."""
     cfg = write_config([tv_source(vendor_url)])
     async with run_exporter(tmp_path, config=cfg) as p:
         assert 'stream="tv/a"} 100.0' in await p.metrics()
@@ -51,7 +51,7 @@ async def test_sighup_reloads_the_config_file(vendor, vendor_url, write_config, 
 
 
 async def test_sighup_with_invalid_file_keeps_the_old_config(vendor, vendor_url, write_config, tmp_path):
-    """Point 8: an invalid file on SIGHUP is logged as an error; the old targets keep being polled."""
+    """an invalid file on SIGHUP is logged as an error; the old targets keep being polled."""
     cfg = write_config([tv_source(vendor_url)])
     async with run_exporter(tmp_path, config=cfg) as p:
         bad = yaml.safe_load(cfg.read_text())
@@ -72,7 +72,7 @@ async def test_sighup_with_invalid_file_keeps_the_old_config(vendor, vendor_url,
 
 
 async def test_sigterm_exits_0_within_5s_with_a_poll_in_flight(vendor, vendor_url, write_config, tmp_path):
-    """Point 8: SIGTERM stops within 5 s, cancelling an in-flight poll cleanly, exit code 0."""
+    """SIGTERM stops within 5 s, cancelling an in-flight poll cleanly, exit code 0."""
     vendor.faults["a"] = "slow"
     vendor.slow_seconds = 30.0
     cfg = write_config([tv_source(vendor_url, targets=["a"])], timeout="20s")
@@ -88,7 +88,7 @@ async def test_sigterm_exits_0_within_5s_with_a_poll_in_flight(vendor, vendor_ur
 
 
 async def test_sigint_exits_0(vendor, vendor_url, write_config, tmp_path):
-    """Section 1: SIGINT is a clean shutdown too (exit 0, no traceback)."""
+    """SIGINT is a clean shutdown too (exit 0, no traceback)."""
     cfg = write_config([tv_source(vendor_url)])
     async with run_exporter(tmp_path, config=cfg) as p:
         code, took = await p.signal_and_wait(signal.SIGINT)
@@ -100,7 +100,7 @@ async def test_sigint_exits_0(vendor, vendor_url, write_config, tmp_path):
 
 
 async def test_log_format_json(vendor, vendor_url, write_config, tmp_path):
-    """Point 9: --log.format json writes one JSON object per line."""
+    """--log.format json writes one JSON object per line."""
     vendor.faults["b"] = "500"
     cfg = write_config([tv_source(vendor_url)])
     async with run_exporter(tmp_path, "--log.format", "json", config=cfg) as p:
@@ -122,7 +122,7 @@ async def test_log_format_json(vendor, vendor_url, write_config, tmp_path):
 
 
 async def test_log_level_warn_hides_info(vendor, vendor_url, write_config, tmp_path):
-    """Point 9: --log.level warn shows warnings and hides info lines."""
+    """--log.level warn shows warnings and hides info lines."""
     vendor.faults["b"] = "500"
     cfg = write_config([tv_source(vendor_url)])
     async with run_exporter(tmp_path, "--log.level", "warn", config=cfg) as p:
@@ -136,7 +136,7 @@ async def test_log_level_warn_hides_info(vendor, vendor_url, write_config, tmp_p
 
 
 async def test_logfmt_is_the_default_and_debug_shows_more(vendor, vendor_url, write_config, tmp_path):
-    """Point 9: logfmt by default (ts, level, event first); --log.level debug adds debug lines."""
+    """logfmt by default (ts, level, event first); --log.level debug adds debug lines."""
     vendor.faults["b"] = "500"
     cfg = write_config([tv_source(vendor_url)])
     async with run_exporter(tmp_path, "--log.level", "debug", config=cfg) as p:
@@ -157,26 +157,25 @@ async def _await_true(cond: Callable[[], Awaitable[bool]], within: float = 10.0)
         await asyncio.sleep(0.05)
 
 
-# -- regressions (review of 77fbfda) --
+# -- signals while the exporter is starting to serve --
 
 #: run before the CLI: serving's start-up (building the web app) announces itself, then takes 1 s
 SLOW_START = """
 import sys
 import time
-import exporter.web
-_create_app = exporter.web.create_app
+import exporter.process.serve
+_create_app = exporter.process.serve.create_app
 def _slow_create_app(*args, **kwargs):
     print("serving starts", file=sys.stderr, flush=True)
     time.sleep(1.0)
     return _create_app(*args, **kwargs)
-exporter.web.create_app = _slow_create_app
+exporter.process.serve.create_app = _slow_create_app
 """
 
 
 async def test_sighup_during_start_up_is_not_fatal(vendor, vendor_url, write_config, tmp_path):
-    """Regression (77fbfda): the signal handlers were installed only after the exporter listened,
-    so a SIGHUP while it was starting to serve (e.g. a config-management reload right after a
-    start) killed it.  Now it keeps running, serves, and applies the reload once started."""
+    """A SIGHUP while the exporter is starting to serve (e.g. a config-management reload right
+    after a start) does not kill it: it keeps running, serves, and applies the reload once started."""
     cfg = write_config([tv_source(vendor_url)])
     async with run_exporter(tmp_path, config=cfg, wait_path=None, prelude=SLOW_START) as p:
         await wait_for(lambda: "serving starts" in p.stderr)
@@ -196,8 +195,8 @@ async def test_sighup_during_start_up_is_not_fatal(vendor, vendor_url, write_con
 
 
 async def test_sigterm_during_start_up_exits_0(vendor, vendor_url, write_config, tmp_path):
-    """Regression (77fbfda): a SIGTERM while the exporter was starting to serve killed it by the
-    default action (exit -15, no clean shutdown).  Now it is a clean shutdown: exit code 0."""
+    """A SIGTERM while the exporter is starting to serve is a clean shutdown (exit code 0), not
+    the default action (exit -15)."""
     cfg = write_config([tv_source(vendor_url)])
     async with run_exporter(tmp_path, config=cfg, wait_path=None, prelude=SLOW_START) as p:
         await wait_for(lambda: "serving starts" in p.stderr)

@@ -1,4 +1,4 @@
-"""Rate limiting (issue 2 point 5, CONTRACT.md section 4), on a FakeClock.
+"""Rate limiting, on a FakeClock.
 
 A source never sends more than its budget in any window, with several windows at once;
 Retry-After is honoured; back-off on 429/5xx is exponential, capped and jittered.
@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from exporter.clock import FakeClock
-from exporter.ratelimit import MAX_RETRY_AFTER, Bucket, SourceLimiter, Window
+from exporter.engine.limiter import MAX_RETRY_AFTER, Bucket, SourceLimiter
+from exporter.model.clock import FakeClock
+from exporter.model.windows import Window
 
 MINUTE, HOUR = 60.0, 3600.0
 SWIFT = (Window(100, MINUTE), Window(1000, HOUR))  # "100/minute AND 1000/hour"
@@ -53,7 +54,7 @@ async def test_single_window_is_never_exceeded() -> None:
 
 
 async def test_ten_thousand_polls_never_exceed_either_of_two_windows() -> None:
-    """The issue's proof: 10,000 simulated acquisitions under 100/min AND 1000/h."""
+    """10,000 simulated acquisitions under 100/min AND 1000/h: no window of either is ever exceeded."""
     clock = FakeClock()
     limiter = SourceLimiter({"default": SWIFT}, clock)
     n = 10_000
@@ -286,8 +287,8 @@ async def test_backoff_ordered_while_waiting_is_respected() -> None:
 
 
 async def test_a_reload_never_resets_a_window():
-    """Regression: a reload built a new limiter with an empty log, so a source that had
-    spent its 100/minute could send 100 more in the same minute after SIGHUP."""
+    """A limiter rebuilt by a reload carries over the old one's log (and pause), so a source that
+    has spent its 100/minute cannot send 100 more in the same minute after SIGHUP."""
     clock = FakeClock()
     windows = {"default": (Window(100, 60.0), Window(1000, 3600.0))}
     before = SourceLimiter(windows, clock)

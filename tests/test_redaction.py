@@ -1,4 +1,4 @@
-"""Issue 2 point 9 / contract section 3: no secret appears in logs, metrics, error messages or pages.
+"""No secret appears in logs, metrics, error messages or pages.
 
 Known secret values are fed in through the configuration (directly, via ${ENV} and via
 `api_key_file`), through failures (vendor 401 -> AuthError, a 500 whose body echoes the
@@ -19,9 +19,10 @@ import pytest
 import yaml
 from aiohttp import web
 
-from exporter import logging as exlog
-from exporter.config import ConfigError, load_config
-from exporter.logging import REDACTED, REDACTOR
+from exporter.config.loader import load_config
+from exporter.config.problems import ConfigError
+from exporter.model.redaction import REDACTED, REDACTOR
+from exporter.process import logsetup as exlog
 from tests.conftest import tv_source, wait_for
 from tests.exporter_process import ROOT
 from tests.fakevendor import API_KEY, FakeVendor
@@ -248,8 +249,8 @@ def test_redactor_replaces_a_secret_inside_a_longer_string(redactor_state):
 
 
 def test_runtime_secrets_never_make_the_redactor_grow(redactor_state):
-    """Regression: every renewed UserSig was added for good (a 70001 loop grew it per poll).
-    A slot keeps the current and the previous value; a reload keeps the slots."""
+    """A renewed UserSig replaces the old one instead of adding to it, so a 70001 loop cannot grow
+    the redactor per poll: a slot keeps the current and the previous value; a reload keeps the slots."""
     REDACTOR.set_secrets(())
     REDACTOR._dynamic = {}
     for i in range(1000):

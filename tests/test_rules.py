@@ -1,4 +1,4 @@
-"""Alerting and recording rules (issue 4 point 1): deploy/prometheus/*.yml.
+"""Alerting and recording rules: deploy/prometheus/*.yml.
 
 `promtool check rules` and `promtool test rules` (the unit tests in deploy/prometheus/tests/)
 must pass; the rest checks, without promtool, what the rule files promise their readers:

@@ -1,12 +1,11 @@
-"""Scheduling within rate limits (issue 2 points 4 and 5, CONTRACT.md section 4).
+"""Scheduling within rate limits: spreading, the effective interval, back-off, discovery.
 
 The first tests drive a SourceRunner by hand on a FakeClock (time is simulated, HTTP to
-the fake vendor is real); the last ones run the real APScheduler through the daemon.
+the fake vendor is real); the last ones run the daemon's own schedule, on the fake clock too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import itertools
 import time
@@ -17,9 +16,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from exporter.clock import FakeClock
-from exporter.http import parse_retry_after
-from exporter.ratelimit import Window
+from exporter.model.clock import FakeClock
+from exporter.model.windows import Window
+from exporter.providers.transport import parse_retry_after
 from tests import fakevendor
 from tests.conftest import tv_source, wait_for
 from tests.fakevendor import API_KEY, FakeVendor
@@ -249,7 +248,7 @@ async def test_a_provider_bug_fails_only_its_targets(vendor, vendor_url, write_c
     await runner.run_cycle()
     targets = r.store.sources["tv"].targets
     assert targets["a"].up and targets["c"].up
-    assert not targets["b"].up and targets["b"].error == "error"
+    assert not targets["b"].up and targets["b"].error == "internal"
     assert r.store.ready()
     samples = r.scrape()
     assert value(samples, "livestream_concurrent_viewers", **tv("c")) == 300
@@ -257,18 +256,18 @@ async def test_a_provider_bug_fails_only_its_targets(vendor, vendor_url, write_c
     assert any("provider failed unexpectedly" in line and "KeyError" in line for line in logs)
 
 
-# -- the real APScheduler ---------------------------------------------------------------
+# -- the daemon's schedule, on the fake clock ---------------------------------------------
 
 
 class CountingVendor:
     """A FakeVendor server that counts requests in flight and logs arrival times."""
 
-    def __init__(self, vendor: FakeVendor) -> None:
+    def __init__(self, vendor: FakeVendor, clock: FakeClock) -> None:
         self.vendor = vendor
         self.inflight = 0
         self.max_inflight = 0
-        loop = asyncio.get_running_loop()
-        vendor.log = self.log = TimedLog(loop.time)
+        vendor.clock = clock
+        vendor.log = self.log = TimedLog(clock.monotonic)
 
     def app(self) -> web.Application:
         app = self.vendor.app()
@@ -288,48 +287,68 @@ class CountingVendor:
 
 @pytest.fixture
 async def counting(aiohttp_server) -> Callable[..., Any]:
-    async def start(vendor: FakeVendor) -> tuple[CountingVendor, str]:
-        cv = CountingVendor(vendor)
+    async def start(vendor: FakeVendor, clock: FakeClock) -> tuple[CountingVendor, str]:
+        cv = CountingVendor(vendor, clock)
         server = await aiohttp_server(cv.app())
         return cv, str(server.make_url("")).rstrip("/")
 
     return start
 
 
-async def test_slow_polls_never_overlap_runs_of_one_source(write_config, running, counting):
-    """Polls slower than the 200 ms interval: one request in flight at a time, never two cycles."""
+async def test_slow_polls_never_overlap_cycles_of_one_source(write_config, running, counting):
+    """Answers that take 0.3 s at a 200 ms interval: one request in flight at a time, and a
+    cycle starts only when the previous one has ended."""
+    clock = FakeClock()
     vendor = FakeVendor(slow_seconds=0.3, faults={"a": "slow", "b": "slow"})
-    cv, url = await counting(vendor)
-    exporter, _ = await running(write_config([tv_source(url, targets=["a", "b"])]))
-    await wait_for(lambda: len(vendor.log.at("stream", "a")) >= 3, within=10)
+    cv, url = await counting(vendor, clock)
+    exporter, _ = await running(write_config([tv_source(url, targets=["a", "b"])]), clock=clock)
+    await wait_for(lambda: len(vendor.log.at("stream", "a")) >= 4)
     assert cv.max_inflight == 1, "two polls of one source were in flight at once"
-    # each cycle takes >= 0.6 s: a new one never starts before the previous ended
     starts = vendor.log.at("stream", "a")
-    assert all(g >= 0.55 for g in gaps(starts)), gaps(starts)
+    assert gaps(starts) == pytest.approx([0.6] * (len(starts) - 1), abs=1e-6), "a cycle overlapped another"
     assert exporter.store.sources["tv"].targets["a"].up
 
 
 async def test_a_slow_source_never_delays_another(write_config, running, counting):
+    """One source whose vendor answers in 3 s; the other keeps its cycles meanwhile (its budget
+    of 10 requests/s makes them 300 ms: a poll every 100 ms)."""
+    clock = FakeClock()
     slow_vendor = FakeVendor(slow_seconds=3.0, faults={"a": "slow", "b": "slow", "c": "slow"})
     fast_vendor = FakeVendor()
-    _, slow_url = await counting(slow_vendor)
-    _, fast_url = await counting(fast_vendor)
-    exporter, client = await running(
-        write_config([tv_source(slow_url, name="slow"), tv_source(fast_url, name="fast")])
+    _, slow_url = await counting(slow_vendor, clock)
+    _, fast_url = await counting(fast_vendor, clock)
+    _, client = await running(
+        write_config([tv_source(slow_url, name="slow"), tv_source(fast_url, name="fast")]), clock=clock
     )
-    await wait_for(exporter.store.ready)
-    t0 = asyncio.get_running_loop().time()
-    await asyncio.sleep(1.0)
-    fast = [t for t in fast_vendor.log.at("stream") if t >= t0]
-    # 1 s at 200 ms per cycle of 3 targets is ~15 polls; allow for a loaded machine
-    assert len(fast) >= 8, f"only {len(fast)} polls of the fast source in 1 s"
-    assert max(gaps(fast)) < 0.5, "the fast source stalled"
-    slow_targets = exporter.store.sources["slow"].targets
-    assert slow_targets["a"].error == "timeout"
+    await wait_for(lambda: len(slow_vendor.log.at("stream")) >= 3)
+    t0, t1 = slow_vendor.log.at("stream")[0], slow_vendor.log.at("stream")[2]
+    assert t1 - t0 == pytest.approx(6.0), "the slow source's own polls"
+    fast = [t for t in fast_vendor.log.at("stream") if t0 <= t <= t1]
+    assert len(fast) == 61, f"{len(fast)} polls of the fast source in 6 s"
+    assert max(gaps(fast)) == pytest.approx(0.1), "the fast source stalled"
     samples = parse(await (await client.get("/metrics")).text())
     for s in ("a", "b", "c"):
         assert value(samples, "livestream_target_up", **tv(s, "fast")) == 1
-    assert value(samples, "livestream_target_up", **tv("a", "slow")) == 0
+
+
+async def test_a_removed_source_sends_nothing_after_the_reload(write_config, running, counting):
+    """A reload that removes a source stops its cycle at once: no request of the old
+    configuration goes out next to the new one's."""
+    clock = FakeClock()
+    removed, kept = FakeVendor(), FakeVendor()
+    _, removed_url = await counting(removed, clock)
+    _, kept_url = await counting(kept, clock)
+    exporter, _ = await running(
+        write_config([tv_source(removed_url, name="removed"), tv_source(kept_url, name="kept")]), clock=clock
+    )
+    await wait_for(lambda: len(removed.log) >= 6)
+    write_config([tv_source(kept_url, name="kept")])
+    assert await exporter.reload() is None
+    assert set(exporter.runners) == {"kept"}
+    sent_removed, sent_kept = len(removed.log), len(kept.log)
+    await wait_for(lambda: len(kept.log) >= sent_kept + 12)
+    assert len(removed.log) == sent_removed, "the removed source kept polling"
+    assert "removed" not in exporter.store.sources
 
 
 async def test_discovered_targets_appear_and_vanish(vendor, vendor_url, write_config, running):
@@ -351,7 +370,7 @@ async def test_discovered_targets_appear_and_vanish(vendor, vendor_url, write_co
     assert ("list", "") in vendor.log
 
 
-# -- regressions -------------------------------------------------------------------------------
+# -- back-off pauses and Retry-After ---------------------------------------------------------
 
 
 async def test_poll_duration_leaves_out_the_wait_for_the_budget(vendor, vendor_url, write_config, rig):
@@ -379,30 +398,30 @@ async def test_polls_after_a_back_off_pause_keep_their_spacing(vendor, vendor_ur
     assert min(gaps(times[1:])) >= 10.0 - 1e-6, f"burst after the pause: {gaps(times)}"
 
 
-async def test_reload_keeps_the_limiter_history_of_an_unchanged_source(
-    vendor, vendor_url, write_config, running
-):
-    """A reload must not give a source a fresh, empty budget (the vendor's window goes on)."""
-    cfg = write_config([tv_source(vendor_url)])
-    exporter, _ = await running(cfg)
-    await wait_for(exporter.store.ready)
-    old = exporter.runners["tv"].limiter
-    sent = old.buckets["default"].history()
-    assert sent
-    assert await exporter.reload() is None
-    new = exporter.runners["tv"].limiter
-    assert new is not old
-    assert new.buckets["default"].history()[: len(sent)] == sent
+@pytest.mark.parametrize("tz", ["America/New_York", "Asia/Tokyo"])
+def test_retry_after_date_without_zone_is_utc(monkeypatch, tz):
+    """An HTTP date with the `-0000` zone is read as UTC, not in the local time zone, so
+    Retry-After is right on a host outside UTC."""
+    now = 1_700_000_000.0
+    header = email.utils.formatdate(now + 30)  # "Tue, 14 Nov 2023 22:13:50 -0000"
+    assert header.endswith("-0000")
+    monkeypatch.setenv("TZ", tz)
+    time.tzset()
+    try:
+        assert parse_retry_after(header, now) == pytest.approx(30.0)
+        assert parse_retry_after(email.utils.formatdate(now + 30, usegmt=True), now) == pytest.approx(30.0)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
-# -- regressions (review of 77fbfda) --
+# -- slow vendors and provider bugs ----------------------------------------------------------
 
 
 async def test_a_cycle_that_overruns_its_interval_lengthens_it(vendor, vendor_url, write_config, rig, logs):
-    """Regression (77fbfda): a vendor slower than the slot spacing made every cycle overrun its
-    interval silently.  Now the measured cycle time becomes the effective interval (shown by
-    poll_interval_seconds), one warning is logged, and stale_after follows it, so values do not
-    expire between two polls of the same target."""
+    """A vendor slower than the slot spacing: the measured cycle time becomes the effective
+    interval (shown by poll_interval_seconds), one warning is logged, and stale_after follows it,
+    so values do not expire between two polls of the same target."""
     ids = [f"s{i}" for i in range(10)]
     vendor.viewers = {i: 10.0 + k for k, i in enumerate(ids)}
     r = rig(write_config([tv_source(vendor_url, targets=ids, interval="1s")], stale_after="2s"))
@@ -427,9 +446,51 @@ async def test_a_cycle_that_overruns_its_interval_lengthens_it(vendor, vendor_ur
     assert "level=warning" in overran[0]
 
 
+@pytest.mark.parametrize("method", ["discover", "poll_app"])
+async def test_a_provider_bug_in_discovery_or_app_poll_spares_the_cycle(
+    vendor, vendor_url, write_config, running, monkeypatch, logs, method
+):
+    """An unexpected exception (not a PollError) in discover() or poll_app() is logged and does
+    not end the cycle: every target is still polled and /-/ready turns 200."""
+
+    async def buggy(self: fakevendor.TestVendor) -> Any:
+        raise KeyError("field the vendor stopped sending")
+
+    monkeypatch.setattr(fakevendor.TestVendor, method, buggy)
+    cfg = write_config([tv_source(vendor_url, discover=True, app_metrics=True)])
+    exporter, client = await running(cfg)
+    targets = lambda: exporter.store.sources["tv"].targets  # noqa: E731
+    await wait_for(lambda: all(targets()[k].up for k in "abc"), within=3)
+    assert exporter.store.ready()
+    r = await client.get("/-/ready")
+    assert r.status == 200, await r.text()
+    assert any("provider failed unexpectedly" in line and "KeyError" in line for line in logs)
+
+
+# -- reloads ----------------------------------------------------------------------------------
+
+
+async def test_reload_keeps_the_limiter_history_of_a_changed_source(
+    vendor, vendor_url, write_config, running
+):
+    """A reload that changes a source must not give it a fresh, empty budget (the vendor's
+    window goes on)."""
+    cfg = write_config([tv_source(vendor_url)])
+    exporter, _ = await running(cfg)
+    await wait_for(exporter.store.ready)
+    old = exporter.runners["tv"].limiter
+    sent = old.buckets["default"].history()
+    assert sent
+    write_config([tv_source(vendor_url, targets=["a", "b", "c", "d"])])
+    assert await exporter.reload() is None
+    new = exporter.runners["tv"].limiter
+    assert new is not old
+    assert new.buckets["default"].history()[: len(sent)] == sent
+
+
 async def test_a_reload_keeps_the_discovered_targets(vendor, vendor_url, write_config, running):
-    """Regression (77fbfda): a reload started the source with an empty discovered list, so every
-    discovered stream lost its series until the next discovery (and for good if that failed)."""
+    """A reload starts the source with the targets discovered before it, so no discovered stream
+    loses its series until the next discovery (nor for good when that discovery fails)."""
     cfg = write_config([tv_source(vendor_url, targets=[], discover=True)])
     exporter, client = await running(cfg)
     targets = lambda: exporter.store.sources["tv"].targets  # noqa: E731
@@ -451,52 +512,3 @@ async def test_a_reload_keeps_the_discovered_targets(vendor, vendor_url, write_c
     samples = parse(await (await client.get("/metrics")).text())
     for stream in "abc":
         assert value(samples, "livestream_target_up", **tv(stream)) == 1
-
-
-@pytest.mark.parametrize("method", ["discover", "poll_app"])
-async def test_a_provider_bug_in_discovery_or_app_poll_spares_the_cycle(
-    vendor, vendor_url, write_config, running, monkeypatch, logs, method
-):
-    """Regression (77fbfda): an unexpected exception (not a PollError) in discover() or
-    poll_app() ended the whole cycle: no target was polled and /-/ready never turned 200."""
-
-    async def buggy(self: fakevendor.TestVendor) -> Any:
-        raise KeyError("field the vendor stopped sending")
-
-    monkeypatch.setattr(fakevendor.TestVendor, method, buggy)
-    cfg = write_config([tv_source(vendor_url, discover=True, app_metrics=True)])
-    exporter, client = await running(cfg)
-    targets = lambda: exporter.store.sources["tv"].targets  # noqa: E731
-    await wait_for(lambda: all(targets()[k].up for k in "abc"), within=3)
-    assert exporter.store.ready()
-    r = await client.get("/-/ready")
-    assert r.status == 200, await r.text()
-    assert any("provider failed unexpectedly" in line and "KeyError" in line for line in logs)
-
-
-@pytest.mark.parametrize("tz", ["America/New_York", "Asia/Tokyo"])
-def test_retry_after_date_without_zone_is_utc(monkeypatch, tz):
-    """Regression (77fbfda): an HTTP date with the `-0000` zone was read in the local time zone,
-    so Retry-After was off by hours on a host outside UTC."""
-    now = 1_700_000_000.0
-    header = email.utils.formatdate(now + 30)  # "Tue, 14 Nov 2023 22:13:50 -0000"
-    assert header.endswith("-0000")
-    monkeypatch.setenv("TZ", tz)
-    time.tzset()
-    try:
-        assert parse_retry_after(header, now) == pytest.approx(30.0)
-        assert parse_retry_after(email.utils.formatdate(now + 30, usegmt=True), now) == pytest.approx(30.0)
-    finally:
-        monkeypatch.undo()
-        time.tzset()
-
-
-async def test_a_stopping_runner_starts_no_cycle(vendor, vendor_url, write_config, rig):
-    """Regression (77fbfda): a job APScheduler had already fired when a reload stopped its runner
-    still ran a cycle: requests from the old configuration went out next to the new one's."""
-    r = rig(write_config([tv_source(vendor_url)]))
-    runner = r.runner
-    await runner.stop()
-    await runner.job()
-    assert vendor.log == [], "a stopped runner sent requests"
-    assert not any(t.attempted for t in r.store.sources["tv"].targets.values())

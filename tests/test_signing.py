@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from exporter.signing import (
+from exporter.providers.signing import (
     decode_usersig,
     sfd_canonical_headers,
     sfd_sign_headers,

@@ -8,42 +8,55 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from exporter.signing import sfd_sign_headers, tencent_usersig
+import exporter.simulator as simulator_package
+from exporter.providers.signing import sfd_sign_headers, tencent_usersig
 from exporter.simulator import (
-    DEMO_CF_ACCOUNT,
-    DEMO_CF_APP,
-    DEMO_CF_TOKEN,
-    DEMO_FERMION_KEY,
-    DEMO_GJIRAFA_KEY,
+    BASE_PATHS,
     DEMO_SCENARIOS,
-    DEMO_SFD_KEY_ID,
-    DEMO_SFD_SECRET,
     DEMO_STREAMS,
-    DEMO_TENCENT_APP_ID,
-    DEMO_TENCENT_IDENTIFIER,
-    DEMO_TENCENT_SECRET,
     DROP_AFTER,
     END_AFTER,
     ENDED_BEFORE,
     ENDED_DURATION,
     START_AFTER,
-    TENCENT_DESTROY_AFTER_END,
     VENDORS,
     Simulator,
+    VendorSim,
     create_app,
     demo_config,
+    register,
     start_simulator,
+    unregister,
+    vendor_classes,
 )
-from exporter.simulator.common import iso_z
-from exporter.simulator.ratelimit import SlidingWindowLimiter, max_in_window
+from exporter.simulator.cloudflare import DEMO_ACCOUNT as DEMO_CF_ACCOUNT
+from exporter.simulator.cloudflare import DEMO_APP as DEMO_CF_APP
+from exporter.simulator.cloudflare import DEMO_TOKEN as DEMO_CF_TOKEN
+from exporter.simulator.cloudflare import Cloudflare
+from exporter.simulator.common import Reply, iso_z
+from exporter.simulator.core import Catalog, Limits, Settings
+from exporter.simulator.curves import SimStream
+from exporter.simulator.fermion import DEMO_KEY as DEMO_FERMION_KEY
+from exporter.simulator.gjirafa import DEMO_KEY as DEMO_GJIRAFA_KEY
+from exporter.simulator.limits import SlidingWindowLimiter, max_in_window
+from exporter.simulator.pipeline import Call, serve
+from exporter.simulator.swiftfederation import DEMO_KEY_ID as DEMO_SFD_KEY_ID
+from exporter.simulator.swiftfederation import DEMO_SECRET as DEMO_SFD_SECRET
+from exporter.simulator.tencent import DEMO_APP_ID as DEMO_TENCENT_APP_ID
+from exporter.simulator.tencent import DEMO_IDENTIFIER as DEMO_TENCENT_IDENTIFIER
+from exporter.simulator.tencent import DEMO_SECRET as DEMO_TENCENT_SECRET
+from exporter.simulator.tencent import DESTROY_AFTER_END as TENCENT_DESTROY_AFTER_END
 
 Client = TestClient[Any, Any]
 
@@ -235,6 +248,105 @@ def test_limiter_and_max_in_window() -> None:
     assert max_in_window([0, 1, 2, 59, 61], 60) == 4
     assert max_in_window([0, 60, 120], 60) == 1
     assert max_in_window([], 60) == 0
+
+
+# ---------------------------------------------------------------------- vendors: one module each
+
+
+class Echo(VendorSim):
+    """A sixth vendor, declared in one class as a vendor module would: the whole of its part."""
+
+    name = "echo"
+    prefix = "/echo"
+    limits: ClassVar[Limits] = {"*": [(2, 60.0)]}
+    scale = 10.0
+    scenarios: ClassVar[Catalog] = {"echo-one": "rising", "echo-two": "starts"}
+    quirks: ClassVar[Settings] = {"echo_shout": False}
+    shout: bool
+
+    def set_quirk(self, name: str, value: object) -> None:
+        if name == "echo_shout":
+            self.shout = bool(value)
+        else:
+            super().set_quirk(name, value)
+
+    def adjust_demo_stream(self, stream: SimStream, scenario: str) -> None:
+        if scenario == "starts":
+            stream.created_at = stream.sessions[0].start
+
+    @classmethod
+    def demo_fields(cls) -> dict[str, Any]:
+        return {"credentials": {"api_key": "echo-key"}, "targets": [{"id": k} for k in cls.demo_keys()]}
+
+    def add_routes(self, app: web.Application) -> None:
+        async def handle(request: web.Request) -> web.Response:
+            key = request.match_info["key"]
+
+            def produce() -> Reply:
+                stream = self.find(key)
+                if stream is None:
+                    return self.error(404, "NotFound", key)
+                viewers = stream.viewers(self.sim.now())
+                return Reply(200, {"viewers": viewers, "shout": self.shout})
+
+            return await serve(request, Call(self, "viewers", "echo-key", None, produce, (key,)))
+
+        app.router.add_get(self.prefix + "/{key}", handle)
+
+
+@pytest.fixture
+def echo() -> Iterator[type[Echo]]:
+    register(Echo)
+    yield Echo
+    unregister(Echo.name)
+
+
+async def test_a_vendor_is_one_registered_class(
+    echo: type[Echo], aiohttp_client: Any, clock: FakeClock
+) -> None:
+    """Registering one VendorSim subclass is all a new vendor needs: the simulator serves it
+    under its prefix, with its limits, scale, catalog, quirks and demo source."""
+    sim = Simulator(clock=clock)
+    assert "echo" in sim.vendors and sim.vendor_of(Echo).shout is False
+    assert sim.viewers("echo", "echo-one") == 1200  # the scenario's base viewers times the scale
+    assert sim.find("echo", "echo-two") is None  # "starts": created when it goes live
+    source = next(s for s in demo_config("http://h:1")["sources"] if s["provider"] == "echo")
+    assert source == {
+        "name": "demo-echo",
+        "provider": "echo",
+        "base_url": "http://h:1/echo",
+        "credentials": {"api_key": "echo-key"},
+        "targets": [{"id": "echo-one"}, {"id": "echo-two"}],
+    }
+    client: Client = await aiohttp_client(create_app(sim))
+    sim.set_quirk("echo_shout", True)
+    assert await (await client.get("/echo/echo-one")).json() == {"viewers": 1200, "shout": True}
+    sim.inject("echo", "5xx")
+    assert (await client.get("/echo/echo-one")).status == 503
+    assert (await client.get("/echo/echo-one")).status == 429  # 2 a minute
+    assert sim.max_in_window("echo", 60) == 3
+    sim.reset()
+    assert sim.vendor_of(Echo).shout is False
+
+
+def test_every_vendor_is_registered_in_name_order() -> None:
+    assert VENDORS == tuple(sorted(VENDORS)) == tuple(cls.name for cls in vendor_classes())
+    assert [s["provider"] for s in demo_config("http://h:1")["sources"]] == list(VENDORS)
+    assert set(BASE_PATHS) == set(DEMO_STREAMS) == set(VENDORS)
+    with pytest.raises(ValueError, match="unknown quirk"):
+        Simulator().set_quirk("nobody_has_this", True)
+
+
+def test_the_core_names_no_vendor() -> None:
+    """Everything vendor-specific lives in the vendor's own module; the rest names no vendor."""
+    vendor_modules = {cls.__module__ for cls in vendor_classes()}
+    package = Path(simulator_package.__file__).parent
+    core = [p for p in package.glob("*.py") if f"{simulator_package.__name__}.{p.stem}" not in vendor_modules]
+    assert len(core) > 5
+    for path in core:
+        text = path.read_text().lower()
+        named = [name for name in VENDORS if name in text]
+        assert not named, f"{path.name} names {named}"
 
 
 # ---------------------------------------------------------------------- gjirafa
@@ -741,7 +853,7 @@ async def test_http_control_and_request_log(client: Client, sim: Simulator) -> N
     assert (await control(action="inject", vendor="gjirafa", kind="5xx", count=1)).status == 200
     assert (await client.get(gjirafa_path(), headers=GJ_AUTH)).status == 503
     assert (await control(action="quirk", name="cf_list_form", value="object")).status == 200
-    assert sim.cf_list_form == "object"
+    assert sim.vendor_of(Cloudflare).list_form == "object"
     assert (await control(action="configure", slow_seconds=0.1)).status == 200
     assert sim.slow_seconds == 0.1
     assert (await control(action="inject", vendor="gjirafa", kind="nope")).status == 400
@@ -755,7 +867,7 @@ async def test_http_control_and_request_log(client: Client, sim: Simulator) -> N
     assert state["streams"]["tencent"]["pop"]["exists"] is False
 
     assert (await control(action="reset")).status == 200
-    assert sim.request_log() == [] and sim.cf_list_form == "array"
+    assert sim.request_log() == [] and sim.vendor_of(Cloudflare).list_form == "array"
     assert sim.viewers("gjirafa", "vp-news/audio") > 0
 
 

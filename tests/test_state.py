@@ -1,4 +1,5 @@
-"""Target state and what /metrics shows of it (issue 2 point 6, CONTRACT.md section 3 rules).
+"""Target state and what /metrics shows of it: old values kept on failure, staleness, gone
+targets, health metrics and readiness.
 
 Runners are driven by hand on a FakeClock against the real fake vendor, and /metrics,
 /-/ready are served by the real web app over the same Store.
@@ -14,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from exporter.clock import FakeClock
-from exporter.errors import UpstreamError
-from exporter.state import SourceState, Store
-from exporter.web import create_app
+from exporter.engine.stats import SourceStats
+from exporter.model.clock import FakeClock
+from exporter.model.errors import UpstreamError
+from exporter.store.store import Store
+from exporter.web.app import create_app
 from tests.conftest import tv_source, wait_for
 from tests.fakevendor import FakeVendor
 from tests.pollhelpers import Rig, Samples, build_rig, fake_time_log, parse, series_of, tv, value
@@ -250,7 +252,7 @@ async def test_app_level_series_carry_provider_and_source_only(vendor, vendor_ur
 def test_store_ready_only_after_every_source_attempted() -> None:
     store = Store()
     assert not store.ready()  # no configuration loaded
-    store.set_sources([SourceState(name=n, provider="testvendor", stale_after=300.0) for n in ("x", "y")])
+    store.keep_sources((n, "testvendor", SourceStats(provider="testvendor")) for n in ("x", "y"))
     assert not store.ready()
     store.mark_attempted("x")
     assert not store.ready()

@@ -16,10 +16,11 @@ import bcrypt
 import yaml
 from aiohttp import web
 
-from exporter import logging as exlog
-from exporter.daemon import Exporter
-from exporter.web import create_app
-from exporter.webconfig import LiveWebConfig
+from exporter.process import logsetup as exlog
+from exporter.process.daemon import Exporter
+from exporter.process.serve import with_polling
+from exporter.web.app import create_app
+from exporter.web.webconfig import LiveWebConfig
 from tests.conftest import tv_source
 from tests.test_web import _self_signed
 
@@ -41,7 +42,8 @@ def _touch_later(*paths: Path) -> None:
 
 async def _serve(live: LiveWebConfig, config_file: Path) -> tuple[web.AppRunner, int]:
     exporter = Exporter(str(config_file), log=exlog.get_logger())
-    app = create_app(exporter, config=exporter.load(), web_config=live)
+    app = create_app(exporter, web_config=live)
+    with_polling(app, exporter, exporter.load())
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=live.server_ssl_context())

@@ -1,32 +1,11 @@
-"""The provider registry: the one list of vendors that config validation and dispatch use.
+"""The vendors: one module each, found by importing every module of this package.
 
-Adding a vendor means adding its module to `_MODULES`; nothing else names providers.
+Each vendor module registers its provider class with `@register`; importing this package
+is what makes them all known.  Adding a vendor is adding its module here.
 """
 
-from __future__ import annotations
-
 import importlib
+import pkgutil
 
-from exporter.providers.base import Provider
-
-PROVIDERS: dict[str, type[Provider]] = {}
-
-_MODULES: tuple[str, ...] = ("gjirafa", "swiftfederation", "fermion", "cloudflare", "tencent")
-
-
-def register(cls: type[Provider]) -> type[Provider]:
-    """Class decorator; tests use it for their own provider too."""
-    PROVIDERS[cls.name] = cls
-    return cls
-
-
-def unregister(name: str) -> None:
-    PROVIDERS.pop(name, None)
-
-
-def get_provider(name: str) -> type[Provider]:
-    return PROVIDERS[name]
-
-
-for _module in _MODULES:
-    importlib.import_module(f"exporter.providers.{_module}")
+for _info in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_info.name}")

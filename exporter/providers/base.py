@@ -1,64 +1,35 @@
-"""What a provider is: config models, budgets, and `poll` from targets to samples.
+"""What a provider is: its config models, budgets, and `poll` from targets to samples.
 
-A provider builds requests through the source's `HttpClient` (which owns the budget,
-timeouts and request metrics) and turns answers into `Sample`s or a typed `PollError`
-per target.  It never touches metrics, logs of responses or scheduling: the runner in
-`scheduler.py` owns success, duration, back-off and series removal for all of them.
+A provider builds requests through a `Transport` (the engine's HTTP client, which owns the
+budget, timeouts and request metrics) and turns answers into `Sample`s or a typed
+`PollError` per target.  It never touches metrics, logs of responses or scheduling: the
+engine owns success, duration, back-off and series removal for all of them.
+
+`Provider` is generic over its source and target models, so a vendor module reads
+`self.source.credentials.api_key` and `target.spec.project_id` fully typed.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-from exporter.config import SourceBase, TargetBase
-from exporter.errors import PollError
-from exporter.ratelimit import Window
+import structlog
 
-if TYPE_CHECKING:
-    import structlog
+from exporter.config.registry import get_spec
+from exporter.config.schema import SourceBase, TargetBase
+from exporter.model.clock import Clock
+from exporter.model.samples import Outcome, Sample, Target
+from exporter.model.windows import Window
+from exporter.providers.transport import Transport
 
-    from exporter.clock import Clock
-    from exporter.http import HttpClient
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One value of a metric in the catalog (`exporter.metrics.CATALOG`).
-
-    `labels` are extra labels beyond provider/source/stream, e.g. `status` of
-    `livestream_status`; they are sorted at construction so equal samples compare equal.
-    """
-
-    name: str
-    value: float
-    labels: tuple[tuple[str, str], ...] = ()
-
-    @staticmethod
-    def of(metric: str, value: float, /, **labels: str) -> Sample:
-        return Sample(metric, float(value), tuple(sorted(labels.items())))
+S = TypeVar("S", bound=SourceBase)
+T = TypeVar("T", bound=TargetBase)
 
 
-@dataclass(frozen=True)
-class Target:
-    """One stream to poll: from config (`spec` set) or discovered at run time."""
-
-    key: str
-    stream: str
-    spec: TargetBase | None = None
-    discovered: bool = False
-    #: what discovery learnt about it, for providers that need more than the key
-    params: Mapping[str, str] = field(default_factory=dict)
-
-
-#: per target: its samples, or why it failed
-Outcome = Sequence[Sample] | PollError
-
-
-class Provider(ABC):
-    """Base of the five vendors (and of the test provider)."""
+class Provider(ABC, Generic[S, T]):
+    """Base of the vendors (and of the test provider)."""
 
     name: ClassVar[str]
     Source: ClassVar[type[SourceBase]]
@@ -72,10 +43,10 @@ class Provider(ABC):
 
     def __init__(
         self,
-        source: SourceBase,
+        source: S,
         *,
         base_url: str,
-        http: HttpClient,
+        http: Transport,
         clock: Clock,
         log: structlog.typing.FilteringBoundLogger,
     ) -> None:
@@ -88,12 +59,25 @@ class Provider(ABC):
         self.discovery_requests = 1
 
     @classmethod
+    def source_model(cls) -> type[SourceBase]:
+        return cls.Source
+
+    @classmethod
+    def rate_limits(cls) -> Mapping[str, tuple[Window, ...]]:
+        return cls.default_rate_limits
+
+    @classmethod
     def base_url_for(cls, source: SourceBase) -> str | None:
         """The default URL for a source that sets no `base_url` (may depend on e.g. region)."""
         return cls.default_base_url
 
-    def configured_targets(self) -> list[Target]:
-        return [Target(key=t.key(), stream=t.stream_label(), spec=t) for t in self.source.targets]
+    def configured_targets(self) -> list[Target[T]]:
+        targets: Sequence[Any] = self.source.targets
+        return [Target.of(t) for t in targets]
+
+    def app_metrics(self) -> bool:
+        """Whether each cycle calls `poll_app`."""
+        return self.has_app_metrics
 
     def batch_size(self) -> int:
         """How many targets one `poll` call may answer."""
@@ -101,17 +85,17 @@ class Provider(ABC):
 
     def requests_per_cycle(self, batches: int) -> dict[str, int]:
         """Requests one cycle sends, per bucket: what the effective interval is planned on."""
-        out = {"default": batches + (1 if self.has_app_metrics else 0)}
+        out = {"default": batches + (1 if self.app_metrics() else 0)}
         if self.source.discovery_enabled():
             out[self.discovery_bucket] = out.get(self.discovery_bucket, 0) + self.discovery_requests
         return out
 
-    async def discover(self) -> list[Target]:
+    async def discover(self) -> list[Target[T]]:
         """The targets the vendor lists now; only called when the source enables discovery."""
         raise NotImplementedError(f"{self.name} has no discovery")
 
     @abstractmethod
-    async def poll(self, batch: Sequence[Target]) -> Mapping[str, Outcome]:
+    async def poll(self, batch: Sequence[Target[T]]) -> Mapping[str, Outcome]:
         """Poll `batch` (at most `batch_size()` targets), returning an outcome per target key.
 
         Raising a PollError fails every target of the batch; a key left out of the
@@ -119,14 +103,16 @@ class Provider(ABC):
         """
 
     async def poll_app(self) -> Sequence[Sample]:
-        """Source-level samples (`livestream_app_*`); only called when `has_app_metrics`."""
+        """Source-level samples (`livestream_app_*`); only called when `app_metrics()`."""
         return ()
 
-    def skipped(self, points: int) -> None:
-        """Count vendor data points skipped as malformed (never fatal to the poll)."""
-        if points:
-            self.http.stats.skipped_points += points
-            self.log.debug("skipped malformed data points", points=points)
+    async def close(self) -> None:
+        """Release anything beyond the HTTP client (which the engine closes)."""
 
-    async def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
-        """Release anything beyond the HTTP client (which the runner closes)."""
+
+def provider_class(name: str) -> type[Provider[Any, Any]]:
+    """The registered provider class of `name` (KeyError when none)."""
+    cls = get_spec(name)
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise TypeError(f"provider {name!r} is registered with a class that is not a Provider")
+    return cls

@@ -33,13 +33,14 @@ from urllib.parse import quote
 
 from pydantic import Field
 
-from exporter.config import CredentialsBase, Secret, SourceBase, TargetBase
-from exporter.errors import AuthError, GoneError, ParseError, ThrottledError, UpstreamError
-from exporter.http import Response, parse_retry_after, raise_for_status
-from exporter.providers import register
-from exporter.providers.base import Outcome, Provider, Sample, Target
+from exporter.config.registry import register
+from exporter.config.schema import CredentialsBase, DiscoveringSource, Secret, TargetBase
+from exporter.model.errors import AuthError, GoneError, ParseError, ThrottledError, UpstreamError
+from exporter.model.samples import Origin, Outcome, Sample, Target
+from exporter.model.windows import Window
+from exporter.providers.base import Provider
 from exporter.providers.parse import number, obj, optional_time
-from exporter.ratelimit import Window
+from exporter.providers.transport import Response, parse_retry_after, raise_for_status
 
 STATUSES = ("LIVE", "IDLE", "ERRORED", "INVOKED")
 PER_PAGE = 100
@@ -60,16 +61,15 @@ class CloudflareTarget(TargetBase):
         return self.livestream_id
 
 
-class CloudflareSource(SourceBase):
+class CloudflareSource(DiscoveringSource):
     credentials: CloudflareCredentials
     targets: tuple[CloudflareTarget, ...] = ()
     account_id: str = Field(min_length=1)
     app_id: str = Field(min_length=1)
-    discover: bool = False
 
 
 @register
-class Cloudflare(Provider):
+class Cloudflare(Provider[CloudflareSource, CloudflareTarget]):
     name = "cloudflare"
     Source = CloudflareSource
     default_base_url = "https://api.cloudflare.com/client/v4"
@@ -78,27 +78,20 @@ class Cloudflare(Provider):
     }
     has_app_metrics = True
 
-    @property
-    def _src(self) -> CloudflareSource:
-        assert isinstance(self.source, CloudflareSource)
-        return self.source
-
     def _app_url(self) -> str:
-        s = self._src
+        s = self.source
         return (
             f"{self.base_url}/accounts/{quote(s.account_id, safe='')}/realtime/kit/{quote(s.app_id, safe='')}"
         )
 
     async def _get(self, path: str, endpoint: str, params: Mapping[str, str] | None = None) -> Response:
-        headers = {"Authorization": f"Bearer {self._src.credentials.api_token.get_secret_value()}"}
+        headers = {"Authorization": f"Bearer {self.source.credentials.api_token.get_secret_value()}"}
         r = await self.http.request(
             "GET", self._app_url() + path, endpoint=endpoint, params=params, headers=headers, check=False
         )
         remaining = r.headers.get("X-RateLimit-Remaining")
         if remaining is not None and remaining.strip() == "0":
-            self.http.limiter.pause_until_reset(
-                min(w.per for w in self.http.limiter.buckets["default"].windows)
-            )
+            self.http.pause_for_window()
         if r.status in (401, 403):
             raise AuthError(f"{endpoint}: the vendor refused the token (HTTP {r.status})")
         raise_for_status(r, self.clock.time())
@@ -115,8 +108,8 @@ class Cloudflare(Provider):
             raise UpstreamError(f"{r.endpoint}: the vendor reported failure (success=false{shown})")
         return doc
 
-    async def discover(self) -> list[Target]:
-        found: dict[str, Target] = {}
+    async def discover(self) -> list[Target[CloudflareTarget]]:
+        found: dict[str, Target[CloudflareTarget]] = {}
         pages = 0
         for page in range(1, MAX_PAGES + 1):
             r = await self._get(
@@ -138,9 +131,9 @@ class Cloudflare(Provider):
                 raise ParseError("livestreams: field data is neither a list nor an object")
             for item in items:
                 if isinstance(item, dict) and item.get("id"):
-                    lid = str(item["id"])
-                    params = {"name": str(item.get("name") or ""), "status": str(item.get("status") or "")}
-                    found[lid] = Target(key=lid, stream=lid, discovered=True, params=params)
+                    info = {"name": str(item.get("name") or ""), "status": str(item.get("status") or "")}
+                    spec = CloudflareTarget(livestream_id=str(item["id"]))
+                    found[spec.key()] = Target.of(spec, Origin.DISCOVERY, info)
             if not items or not self._more_pages(paging, len(found), len(items), isinstance(data, list)):
                 break
         else:
@@ -161,7 +154,7 @@ class Cloudflare(Provider):
                 return found < total_n
         return array and on_page >= PER_PAGE
 
-    async def poll(self, batch: Sequence[Target]) -> Mapping[str, Outcome]:
+    async def poll(self, batch: Sequence[Target[CloudflareTarget]]) -> Mapping[str, Outcome]:
         (target,) = batch
         lid = quote(target.key, safe="")
         try:
@@ -172,11 +165,10 @@ class Cloudflare(Provider):
         data = obj(self._envelope(r).get("data"), "data")
         return {target.key: self.parse(data, target)}
 
-    def parse(self, data: Mapping[str, Any], target: Target) -> list[Sample]:
-        livestream = data.get("livestream") if isinstance(data.get("livestream"), dict) else {}
-        session = data.get("session") if isinstance(data.get("session"), dict) else {}
-        assert isinstance(livestream, dict) and isinstance(session, dict)
-        status = str(livestream.get("status") or target.params.get("status") or "").upper()
+    def parse(self, data: Mapping[str, Any], target: Target[CloudflareTarget]) -> list[Sample]:
+        livestream = _mapping(data.get("livestream"))
+        session = _mapping(data.get("session"))
+        status = str(livestream.get("status") or target.info.get("status") or "").upper()
         samples = [Sample.of("livestream_live", 1.0 if status == "LIVE" else 0.0)]
         if status in STATUSES:
             samples += [
@@ -194,7 +186,7 @@ class Cloudflare(Provider):
         stopped = optional_time(session.get("stopped_time"), "session.stopped_time")
         if stopped is not None:
             samples.append(Sample.of("livestream_ended_timestamp_seconds", stopped))
-        name = livestream.get("name") or target.params.get("name")
+        name = livestream.get("name") or target.info.get("name")
         if name:
             samples.append(Sample.of("livestream_stream_info", 1.0, name=str(name)))
         return samples
@@ -214,6 +206,11 @@ class Cloudflare(Provider):
                 number(data.get("total_ingest_seconds"), "total_ingest_seconds"),
             ),
         ]
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """An optional object of the answer: absent or null reads as empty."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def _error_codes(doc: Mapping[str, Any]) -> list[int]:

@@ -33,12 +33,13 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from exporter.config import CredentialsBase, Secret, SourceBase, TargetBase
-from exporter.errors import AuthError, GoneError, ParseError, PollError, ThrottledError, UpstreamError
-from exporter.providers import register
-from exporter.providers.base import Outcome, Provider, Sample, Target
+from exporter.config.registry import register
+from exporter.config.schema import CredentialsBase, Secret, SourceBase, TargetBase
+from exporter.model.errors import AuthError, GoneError, ParseError, PollError, ThrottledError, UpstreamError
+from exporter.model.samples import Outcome, Sample, Target
+from exporter.model.windows import Window
+from exporter.providers.base import Provider
 from exporter.providers.parse import iso_time, number, obj, optional_time
-from exporter.ratelimit import Window
 
 ENDPOINT = "get-live-event-session-stats"
 #: the smallest top-user list: the exporter has no use for it (personal data)
@@ -75,7 +76,7 @@ class FermionSource(SourceBase):
 
 
 @register
-class Fermion(Provider):
+class Fermion(Provider[FermionSource, FermionTarget]):
     name = "fermion"
     Source = FermionSource
     default_base_url = "https://backend.codedamn.com/api"
@@ -83,15 +84,13 @@ class Fermion(Provider):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        assert isinstance(self.source, FermionSource)
         self._batch_size = self.source.batch_size
         self._fell_back = False
 
     def batch_size(self) -> int:
         return self._batch_size
 
-    async def _request(self, batch: Sequence[Target]) -> list[Any]:
-        assert isinstance(self.source, FermionSource)
+    async def _request(self, batch: Sequence[Target[FermionTarget]]) -> list[Any]:
         body = {
             "data": [{"data": {"liveEventSessionId": t.key, "topUserCount": TOP_USER_COUNT}} for t in batch]
         }
@@ -107,7 +106,7 @@ class Fermion(Provider):
             raise ParseError(f"{ENDPOINT}: the answer is not a list")
         return doc
 
-    async def poll(self, batch: Sequence[Target]) -> Mapping[str, Outcome]:
+    async def poll(self, batch: Sequence[Target[FermionTarget]]) -> Mapping[str, Outcome]:
         if len(batch) > self._batch_size:
             # planned before the fallback (the rest of the current cycle): one by one
             return await self._one_by_one(batch)
@@ -130,7 +129,7 @@ class Fermion(Provider):
             return await self._one_by_one(batch)
         return {t.key: self.parse(out) for t, out in zip(batch, outputs, strict=True)}
 
-    async def _one_by_one(self, batch: Sequence[Target]) -> Mapping[str, Outcome]:
+    async def _one_by_one(self, batch: Sequence[Target[FermionTarget]]) -> Mapping[str, Outcome]:
         result: dict[str, Outcome] = {}
         for t in batch:
             try:
@@ -159,9 +158,9 @@ class Fermion(Provider):
                 if _THROTTLE_MESSAGE.search(message):
                     return ThrottledError(f"{ENDPOINT}: the vendor says too many requests")
                 if _TRANSIENT_MESSAGE.search(message):
-                    err = UpstreamError(f"{ENDPOINT}: the vendor failed for the session (error output)")
-                    err.backoff = True
-                    return err
+                    return UpstreamError(
+                        f"{ENDPOINT}: the vendor failed for the session (error output)", transient=True
+                    )
                 return GoneError(
                     f"{ENDPOINT}: the vendor answered status"
                     f" {str(output.get('status'))[:20]!r} for the session"

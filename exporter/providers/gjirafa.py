@@ -19,12 +19,13 @@ from urllib.parse import quote
 
 from pydantic import Field
 
-from exporter.config import CredentialsBase, Secret, SourceBase, TargetBase
-from exporter.errors import AuthError, ParseError, PollError, ThrottledError, UpstreamError
-from exporter.providers import register
-from exporter.providers.base import Outcome, Provider, Sample, Target
+from exporter.config.registry import register
+from exporter.config.schema import CredentialsBase, Secret, SourceBase, TargetBase
+from exporter.model.errors import AuthError, ParseError, PollError, ThrottledError, UpstreamError
+from exporter.model.samples import Outcome, Sample, Target
+from exporter.model.windows import Window
+from exporter.providers.base import Provider
 from exporter.providers.parse import iso_time, number, obj
-from exporter.ratelimit import Window
 
 
 class GjirafaCredentials(CredentialsBase):
@@ -48,7 +49,7 @@ class GjirafaSource(SourceBase):
 
 
 @register
-class Gjirafa(Provider):
+class Gjirafa(Provider[GjirafaSource, GjirafaTarget]):
     name = "gjirafa"
     Source = GjirafaSource
     default_base_url = None
@@ -56,17 +57,15 @@ class Gjirafa(Provider):
 
     def _headers(self) -> dict[str, str]:
         src = self.source
-        assert isinstance(src, GjirafaSource)
         key = src.credentials.api_key.get_secret_value()
         return {
             src.auth_header: f"{src.auth_scheme} {key}" if src.auth_scheme else key,
             "Accept": "application/json",
         }
 
-    async def poll(self, batch: Sequence[Target]) -> Mapping[str, Outcome]:
+    async def poll(self, batch: Sequence[Target[GjirafaTarget]]) -> Mapping[str, Outcome]:
         (target,) = batch
         spec = target.spec
-        assert isinstance(spec, GjirafaTarget)
         endpoint = f"{spec.media}LiveConsumption"
         url = f"{self.base_url}/api/v1/projects/{quote(spec.project_id, safe='')}/dashboard/{endpoint}"
         r = await self.http.request(
@@ -91,7 +90,7 @@ class Gjirafa(Provider):
             return ThrottledError(what)
         if status in (401, 403):
             return AuthError(what)
-        return UpstreamError(what, status if status is not None and status >= 500 else None)
+        return UpstreamError(what, status=status if status is not None and status >= 500 else None)
 
     def parse(self, doc: object, endpoint: str) -> list[Sample]:
         env = obj(doc, "envelope")
@@ -113,7 +112,7 @@ class Gjirafa(Provider):
                 )
             except ParseError:
                 skipped += 1
-        self.skipped(skipped)
+        self.http.skipped(skipped)
         if points:
             when, latest = max(points)
             samples += [

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from exporter.errors import ParseError
+from exporter.model.errors import ParseError
 
 
 def number(value: Any, field: str) -> float:

@@ -24,14 +24,15 @@ from urllib.parse import quote, urlencode, urlsplit
 from pydantic import Field, model_validator
 from yarl import URL
 
-from exporter.config import CredentialsBase, Secret, SourceBase, TargetBase
-from exporter.errors import AuthError, ParseError, PollError, ThrottledError, UpstreamError
-from exporter.http import Response, raise_for_status
-from exporter.providers import register
-from exporter.providers.base import Outcome, Provider, Sample, Target
+from exporter.config.registry import register
+from exporter.config.schema import CredentialsBase, DiscoveringSource, Secret, TargetBase
+from exporter.model.errors import AuthError, ParseError, PollError, ThrottledError, UpstreamError
+from exporter.model.samples import Origin, Outcome, Sample, Target
+from exporter.model.windows import Window
+from exporter.providers.base import Provider
 from exporter.providers.parse import number, obj
-from exporter.ratelimit import Window
-from exporter.signing import sfd_sign_headers
+from exporter.providers.signing import sfd_sign_headers
+from exporter.providers.transport import Response, raise_for_status
 
 QUERY_PATH = "/lls/v1.0/analytics/delivery/queryConcurrentViewers"
 LIST_PATH = "/lls/v1.0/stream"
@@ -64,11 +65,10 @@ def stream_key(
     return "/".join(p or "" for p in (domain, app, stream, region, protocol))
 
 
-class SwiftFederationSource(SourceBase):
+class SwiftFederationSource(DiscoveringSource):
     credentials: SwiftFederationCredentials
     targets: tuple[SwiftFederationTarget, ...] = ()
     fzone: str | None = Field(default=None, min_length=1)
-    discover: bool = False
 
     @model_validator(mode="after")
     def _discover_needs_domain(self) -> SwiftFederationSource:
@@ -90,7 +90,7 @@ def parse_timestamp(text: object) -> float | None:
 
 
 @register
-class SwiftFederation(Provider):
+class SwiftFederation(Provider[SwiftFederationSource, SwiftFederationTarget]):
     name = "swiftfederation"
     Source = SwiftFederationSource
     default_base_url = "https://open-api.swiftfederation.com"
@@ -98,13 +98,8 @@ class SwiftFederation(Provider):
         "default": (Window(100, 60.0), Window(1000, 3600.0))
     }
 
-    @property
-    def _src(self) -> SwiftFederationSource:
-        assert isinstance(self.source, SwiftFederationSource)
-        return self.source
-
     def domains(self) -> list[str]:
-        return sorted({t.domain for t in self._src.targets})
+        return sorted({t.domain for t in self.source.targets})
 
     def requests_per_cycle(self, batches: int) -> dict[str, int]:
         self.discovery_requests = len(self.domains())
@@ -116,7 +111,7 @@ class SwiftFederation(Provider):
         path_q = f"{urlsplit(self.base_url).path}{path}?{query}"
         url = URL(f"{self.base_url}{path}?{query}", encoded=True)
         host = urlsplit(self.base_url).netloc.rpartition("@")[2]
-        creds = self._src.credentials
+        creds = self.source.credentials
         headers = sfd_sign_headers(
             method="GET",
             url_path_with_query=path_q,
@@ -125,7 +120,7 @@ class SwiftFederation(Provider):
             access_key_secret=creds.access_key_secret.get_secret_value(),
             now=datetime.fromtimestamp(self.clock.time(), UTC),
             nonce=random.randint(10000, 99999),
-            fzone=self._src.fzone,
+            fzone=self.source.fzone,
         )
         headers["Host"] = host
         r = await self.http.request("GET", url, endpoint=endpoint, headers=headers, check=False)
@@ -146,7 +141,7 @@ class SwiftFederation(Provider):
         if r.status in (401, 403):
             return AuthError(f"{r.endpoint}: the vendor refused the request (HTTP {r.status}{code})")
         return UpstreamError(
-            f"{r.endpoint}: the vendor rejected the request (HTTP {r.status}{code})", r.status
+            f"{r.endpoint}: the vendor rejected the request (HTTP {r.status}{code})", status=r.status
         )
 
     @staticmethod
@@ -161,20 +156,16 @@ class SwiftFederation(Provider):
             return AuthError(what)
         return UpstreamError(what)
 
-    async def poll(self, batch: Sequence[Target]) -> Mapping[str, Outcome]:
+    async def poll(self, batch: Sequence[Target[SwiftFederationTarget]]) -> Mapping[str, Outcome]:
         (target,) = batch
-        if target.spec is not None:
-            spec = target.spec
-            assert isinstance(spec, SwiftFederationTarget)
-            parts = {
-                "domain": spec.domain,
-                "app": spec.app,
-                "stream": spec.stream,
-                "region": spec.region,
-                "protocol": spec.protocol,
-            }
-        else:
-            parts = {k: target.params.get(k) for k in ("domain", "app", "stream")}
+        spec = target.spec
+        parts = {
+            "domain": spec.domain,
+            "app": spec.app,
+            "stream": spec.stream,
+            "region": spec.region,
+            "protocol": spec.protocol,
+        }
         params = {k: v for k, v in parts.items() if v}
         r = await self._get(QUERY_PATH, params, "queryConcurrentViewers")
         return {target.key: self.parse(r.json())}
@@ -198,7 +189,7 @@ class SwiftFederation(Provider):
                 points.append((when, number(item.get("concurrentViewers"), "concurrentViewers")))
             except ParseError:
                 skipped += 1
-        self.skipped(skipped)
+        self.http.skipped(skipped)
         if not points:
             return []
         when, latest = max(points)
@@ -208,8 +199,8 @@ class SwiftFederation(Provider):
             Sample.of("livestream_data_timestamp_seconds", when),
         ]
 
-    async def discover(self) -> list[Target]:
-        found: dict[str, Target] = {}
+    async def discover(self) -> list[Target[SwiftFederationTarget]]:
+        found: dict[str, Target[SwiftFederationTarget]] = {}
         for domain in self.domains():
             params = {"domain": domain, "status": "active", "streamingStatus": "streaming"}
             r = await self._get(LIST_PATH, params, "stream_list")
@@ -226,10 +217,10 @@ class SwiftFederation(Provider):
             for s in streams:
                 if not isinstance(s, dict) or not s.get("stream"):
                     continue
-                d, app, name = str(s.get("domain") or domain), str(s.get("app") or ""), str(s["stream"])
-                key = stream_key(d, app, name, None, None)
-                label = "/".join(p for p in (d, app, name) if p)
-                found[key] = Target(
-                    key=key, stream=label, discovered=True, params={"domain": d, "app": app, "stream": name}
+                spec = SwiftFederationTarget(
+                    domain=str(s.get("domain") or domain),
+                    app=str(s.get("app") or "") or None,
+                    stream=str(s["stream"]),
                 )
+                found[spec.key()] = Target.of(spec, Origin.DISCOVERY)
         return list(found.values())

@@ -22,16 +22,17 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
-from exporter.config import CredentialsBase, Secret, SourceBase, TargetBase
-from exporter.errors import AuthError, GoneError, ParseError, PollError, ThrottledError, UpstreamError
-from exporter.logging import REDACTOR
-from exporter.providers import register
-from exporter.providers.base import Outcome, Provider, Sample, Target
+from exporter.config.registry import register
+from exporter.config.schema import CredentialsBase, DiscoveringSource, Secret, SourceBase, TargetBase
+from exporter.model.errors import AuthError, GoneError, ParseError, ThrottledError, UpstreamError
+from exporter.model.redaction import REDACTOR
+from exporter.model.samples import Origin, Outcome, Sample, Target
+from exporter.model.windows import Window
+from exporter.providers.base import Provider
 from exporter.providers.parse import number, obj
-from exporter.ratelimit import Window
-from exporter.signing import tencent_usersig
+from exporter.providers.signing import tencent_usersig
 
 REGION_HOSTS = {
     "china": "console.tim.qq.com",
@@ -76,19 +77,18 @@ class TencentTarget(TargetBase):
         return self.room_id
 
 
-class TencentSource(SourceBase):
+class TencentSource(DiscoveringSource):
     credentials: TencentCredentials
     targets: tuple[TencentTarget, ...] = ()
     region: Literal["china", "singapore", "usa", "indonesia", "korea", "japan", "germany"] = "china"
-    discover: bool = False
 
 
-class _UserSigExpired(PollError):
-    kind = "auth"
+class _UserSigExpired(AuthError):
+    """70001: made anew and retried once before it counts as an auth failure."""
 
 
 @register
-class Tencent(Provider):
+class Tencent(Provider[TencentSource, TencentTarget]):
     name = "tencent"
     Source = TencentSource
     default_rate_limits: ClassVar[Mapping[str, tuple[Window, ...]]] = {
@@ -104,19 +104,14 @@ class Tencent(Provider):
 
     @classmethod
     def base_url_for(cls, source: SourceBase) -> str | None:
-        region = getattr(source, "region", "china")
+        region = source.region if isinstance(source, TencentSource) else "china"
         return f"https://{REGION_HOSTS[region]}"
-
-    @property
-    def _src(self) -> TencentSource:
-        assert isinstance(self.source, TencentSource)
-        return self.source
 
     def usersig(self, *, renew: bool = False) -> str:
         """The current UserSig, made anew when asked or within an hour of expiring."""
         now = self.clock.time()
         if renew or self._usersig is None or now >= self._usersig_expires - USERSIG_RENEW_BEFORE:
-            c = self._src.credentials
+            c = self.source.credentials
             self._usersig = tencent_usersig(
                 sdk_app_id=c.sdk_app_id,
                 identifier=c.identifier,
@@ -144,7 +139,7 @@ class Tencent(Provider):
     async def _call_once(
         self, action: str, body: Mapping[str, Any], bucket: str, *, renew: bool
     ) -> Mapping[str, Any]:
-        c = self._src.credentials
+        c = self.source.credentials
         params = {
             "sdkappid": str(c.sdk_app_id),
             "identifier": c.identifier,
@@ -174,18 +169,16 @@ class Tencent(Provider):
             raise AuthError(f"{action}: the vendor refused the credentials (ErrorCode {code})")
         if code == ROOM_GONE:
             raise GoneError(f"{action}: the room does not exist (ErrorCode {code})")
-        err = UpstreamError(f"{action}: the vendor failed (ErrorCode {code})")
-        err.backoff = code in RETRYABLE
-        raise err
+        raise UpstreamError(f"{action}: the vendor failed (ErrorCode {code})", transient=code in RETRYABLE)
 
-    async def poll(self, batch: Sequence[Target]) -> Mapping[str, Outcome]:
+    async def poll(self, batch: Sequence[Target[TencentTarget]]) -> Mapping[str, Outcome]:
         (target,) = batch
         doc = await self._call("get_room_stats", {"RoomId": target.key})
         stats = obj(doc.get("Response"), "Response")
         return {target.key: [Sample.of(metric, number(stats.get(field), field)) for metric, field in COUNTS]}
 
-    async def discover(self) -> list[Target]:
-        found: dict[str, Target] = {}
+    async def discover(self) -> list[Target[TencentTarget]]:
+        found: dict[str, Target[TencentTarget]] = {}
         cursor = ""
         pages = 0
         for _ in range(MAX_PAGES):
@@ -199,8 +192,11 @@ class Tencent(Provider):
                 raise ParseError("get_room_list: field RoomList is not a list")
             for room in rooms:
                 if isinstance(room, dict) and room.get("RoomId"):
-                    rid = str(room["RoomId"])
-                    found[rid] = Target(key=rid, stream=rid, discovered=True)
+                    try:
+                        spec = TencentTarget(room_id=str(room["RoomId"]))
+                    except ValidationError:
+                        continue  # not a room id the stats endpoint takes
+                    found[spec.key()] = Target.of(spec, Origin.DISCOVERY)
             cursor = str(response.get("Next") or "")
             if not cursor:
                 break

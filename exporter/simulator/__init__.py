@@ -1,62 +1,46 @@
-"""A fake of the five vendors' analytics APIs, for `livestream-exporter --demo` and tests.
+"""A fake of the vendors' analytics APIs, for `livestream-exporter --demo` and tests.
 
     app = create_app(Simulator(clock=fake_clock))
     config = demo_config("http://127.0.0.1:8080")
 
-Each vendor lives under its own path prefix (see BASE_PATHS); `demo_config` builds the
-exporter configuration pointing at them. Stream keys (DEMO_STREAMS) are what the control
-methods take and equal the exporter's default `stream` label values.
+Each vendor is one module of this package (`<vendor>.py`): its routes, answers, error
+style, quirks, credentials, rate limits and demo streams, registered with `@register`.
+Importing this package imports every one of its modules, which is what makes the vendors
+known; adding a vendor is adding its module. Each vendor lives under its own path prefix
+(BASE_PATHS); `demo_config` builds the exporter configuration pointing at them. Stream keys
+(DEMO_STREAMS) are what the control methods take and equal the exporter's default `stream`
+label values.
 """
 
 from __future__ import annotations
 
-from .app import BASE_PATHS, SIMULATOR_KEY, create_app
-from .constants import (
-    CREATE_BEFORE_START,
-    DEMO_CF_ACCOUNT,
-    DEMO_CF_APP,
-    DEMO_CF_TOKEN,
-    DEMO_FERMION_KEY,
-    DEMO_GJIRAFA_KEY,
-    DEMO_SCENARIOS,
-    DEMO_SFD_FZONE,
-    DEMO_SFD_KEY_ID,
-    DEMO_SFD_SECRET,
-    DEMO_STREAMS,
-    DEMO_TENCENT_APP_ID,
-    DEMO_TENCENT_IDENTIFIER,
-    DEMO_TENCENT_SECRET,
-    DROP_AFTER,
-    END_AFTER,
-    ENDED_BEFORE,
-    ENDED_DURATION,
-    FAULT_KINDS,
-    START_AFTER,
-    TENCENT_DESTROY_AFTER_END,
-    VENDORS,
-)
-from .democonfig import demo_config
-from .ratelimit import RequestRecord
+import importlib
+import pkgutil
+
+from .core import FAULT_KINDS, Simulator, VendorSim, demo_config, register, unregister, vendor_classes
+from .limits import RequestRecord
 from .run import RunningSimulator, start_simulator
-from .state import DEFAULT_LIMITS, Simulator
+from .scenarios import CREATE_BEFORE_START, DROP_AFTER, END_AFTER, ENDED_BEFORE, ENDED_DURATION, START_AFTER
+from .server import SIMULATOR_KEY, create_app
+
+for _info in pkgutil.iter_modules(__path__):
+    if not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")
+
+# Computed from the registered vendors, in the order of their names.
+VENDORS: tuple[str, ...] = tuple(cls.name for cls in vendor_classes())
+# vendor -> path prefix: the exporter's base_url is http://HOST:PORT + prefix.
+BASE_PATHS: dict[str, str] = {cls.name: cls.prefix for cls in vendor_classes()}
+# vendor -> stream key -> scenario, in the order of the vendor's catalog.
+DEMO_SCENARIOS: dict[str, dict[str, str]] = {cls.name: dict(cls.scenarios) for cls in vendor_classes()}
+# vendor -> the demo stream keys.
+DEMO_STREAMS: dict[str, list[str]] = {name: list(keys) for name, keys in DEMO_SCENARIOS.items()}
 
 __all__ = [
     "BASE_PATHS",
     "CREATE_BEFORE_START",
-    "DEFAULT_LIMITS",
-    "DEMO_CF_ACCOUNT",
-    "DEMO_CF_APP",
-    "DEMO_CF_TOKEN",
-    "DEMO_FERMION_KEY",
-    "DEMO_GJIRAFA_KEY",
     "DEMO_SCENARIOS",
-    "DEMO_SFD_FZONE",
-    "DEMO_SFD_KEY_ID",
-    "DEMO_SFD_SECRET",
     "DEMO_STREAMS",
-    "DEMO_TENCENT_APP_ID",
-    "DEMO_TENCENT_IDENTIFIER",
-    "DEMO_TENCENT_SECRET",
     "DROP_AFTER",
     "ENDED_BEFORE",
     "ENDED_DURATION",
@@ -64,12 +48,15 @@ __all__ = [
     "FAULT_KINDS",
     "SIMULATOR_KEY",
     "START_AFTER",
-    "TENCENT_DESTROY_AFTER_END",
     "VENDORS",
     "RequestRecord",
     "RunningSimulator",
     "Simulator",
+    "VendorSim",
     "create_app",
     "demo_config",
+    "register",
     "start_simulator",
+    "unregister",
+    "vendor_classes",
 ]

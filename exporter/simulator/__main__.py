@@ -7,7 +7,8 @@ import sys
 
 from aiohttp import web
 
-from .app import BASE_PATHS, create_app
+from .core import vendor_classes
+from .server import create_app
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -25,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     host, port = args.listen
     root = f"http://{host}:{port}"
-    for vendor, path in BASE_PATHS.items():
-        print(f"{vendor:16} base_url {root}{path}", flush=True)
+    for vendor in vendor_classes():
+        print(f"{vendor.name:16} base_url {root}{vendor.prefix}", flush=True)
     print(f"{'control':16} POST {root}/_sim/control, GET {root}/_sim/requests", flush=True)
-    # No access log: query strings carry Tencent UserSigs.
+    # No access log: query strings may carry credentials.
     web.run_app(create_app(), host=host, port=port, print=None, access_log=None)
     return 0
 

@@ -3,46 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar, Final
 
 from aiohttp import web
 
-from .common import Call, Reply, VendorProfile, bearer, fingerprint, int_param, iso_z, serve
+from .common import Reply, bearer, fingerprint, int_param, iso_z
+from .core import Catalog, Limits, Settings, VendorSim, register, str_list
 from .curves import SimStream
-from .ratelimit import Verdict, retry_after_header
-from .state import Simulator
+from .limits import Verdict
+from .pipeline import Call, serve
+from .scenarios import CREATE_BEFORE_START
 
-PREFIX = "/cloudflare/client/v4"
-KIT = PREFIX + "/accounts/{account_id}/realtime/kit/{app_id}"
+# Fake demo credentials, accepted by the simulator only.
+DEMO_TOKEN: Final = "demo-cloudflare-api-token-5e2a9b7c"  # noqa: S105
+DEMO_ACCOUNT: Final = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+DEMO_APP: Final = "7c4d1f0e-3b2a-4c5d-8e9f-0a1b2c3d4e5f"
+# Livestreams whose numbers (and `disabled`) arrive as strings by default.
+STRING_NUMBERS_DEFAULT: Final = ("78dd0b50-4147-4bb8-88d3-2ccc2e98bff0",)
+_LIST_FORMS = ("array", "object")
 _STATUSES = ("LIVE", "IDLE", "ERRORED", "INVOKED")
-
-
-class Cloudflare(VendorProfile):
-    name = "cloudflare"
-
-    def error_body(self, status: int, code: str, message: str) -> Any:
-        number = int(code) if code.isdigit() else 10001
-        return {"success": False, "errors": [{"code": number, "message": message}], "messages": []}
-
-    def over_limit(self, retry_after: float) -> Reply:
-        reply = self.error(429, "971", "Please wait and consider throttling your request speed")
-        reply.headers["Retry-After"] = retry_after_header(retry_after)
-        return reply
-
-    def auth_refusal(self, code: int | None) -> Reply:
-        return self.error(401, "10000", "Authentication error")
-
-    def throttle200(self, code: int | None) -> Reply:
-        return self.error(200, "971", "Please wait and consider throttling your request speed")
-
-    def error200(self, code: int | None) -> Reply:
-        return self.error(200, "10001", "Internal error, please try again")
-
-    def decorate(self, reply: Reply, verdict: Verdict | None) -> Reply:
-        if verdict is not None and verdict.limit is not None:
-            reply.headers["X-RateLimit-Limit"] = str(verdict.limit)
-            reply.headers["X-RateLimit-Remaining"] = str(verdict.remaining or 0)
-        return reply
 
 
 def _number(value: float, as_string: bool) -> int | str:
@@ -56,8 +35,8 @@ def status(stream: SimStream, now: float) -> str:
     return "INVOKED" if stream.latest_session(now) is None else "IDLE"
 
 
-def livestream(sim: Simulator, stream: SimStream, now: float) -> dict[str, Any]:
-    strings = stream.key in sim.cf_string_numbers
+def livestream(vendor: Cloudflare, stream: SimStream, now: float) -> dict[str, Any]:
+    strings = stream.key in vendor.string_numbers
     changes = [t for s in stream.sessions for t in (s.start, s.end) if t is not None and t <= now]
     updated = max([stream.created_at, *changes])
     return {
@@ -74,12 +53,12 @@ def livestream(sim: Simulator, stream: SimStream, now: float) -> dict[str, Any]:
     }
 
 
-def session_details(sim: Simulator, stream: SimStream, now: float) -> dict[str, Any] | None:
+def session_details(vendor: Cloudflare, stream: SimStream, now: float) -> dict[str, Any] | None:
     session = stream.latest_session(now)
     if session is None:
         return None
     stream.advance(now)
-    strings = stream.key in sim.cf_string_numbers
+    strings = stream.key in vendor.string_numbers
     stopped = session.end if session.end is not None and session.end <= now else None
     return {
         "id": session.id,
@@ -95,20 +74,20 @@ def session_details(sim: Simulator, stream: SimStream, now: float) -> dict[str, 
     }
 
 
-def list_livestreams(sim: Simulator, profile: Cloudflare, query: Mapping[str, str]) -> Reply:
-    object_form = sim.cf_list_form == "object"
+def list_livestreams(vendor: Cloudflare, query: Mapping[str, str]) -> Reply:
+    object_form = vendor.list_form == "object"
     try:
         page_no = int_param(query.get("page_no"), 1)
         per_page = 1 if object_form else int_param(query.get("per_page"), 20, maximum=100)
     except ValueError:
-        return profile.error(400, "7003", "page_no and per_page must be positive numbers")
-    now = sim.now()
+        return vendor.error(400, "7003", "page_no and per_page must be positive numbers")
+    now = vendor.sim.now()
     wanted = query.get("status")
     if wanted and wanted not in _STATUSES:
-        return profile.error(400, "7003", f"status must be one of {', '.join(_STATUSES)}")
-    streams = [s for s in sim.visible("cloudflare") if not wanted or status(s, now) == wanted]
+        return vendor.error(400, "7003", f"status must be one of {', '.join(_STATUSES)}")
+    streams = [s for s in vendor.visible() if not wanted or status(s, now) == wanted]
     first = (page_no - 1) * per_page
-    page = [livestream(sim, s, now) for s in streams[first : first + per_page]]
+    page = [livestream(vendor, s, now) for s in streams[first : first + per_page]]
     paging = {
         "start_offset": first + 1 if page else first,
         "end_offset": first + len(page),
@@ -121,85 +100,165 @@ def list_livestreams(sim: Simulator, profile: Cloudflare, query: Mapping[str, st
     return Reply(200, {"success": True, "data": page, "paging": paging})
 
 
-def add_routes(app: web.Application, sim: Simulator) -> None:
-    profile = Cloudflare(sim)
+@register
+class Cloudflare(VendorSim):
+    """RealtimeKit: bearer API token, one account and app; 250 requests in 10 s, 1200 in 5 minutes."""
 
-    def wrong_app(request: web.Request) -> Reply | None:
-        info = request.match_info
-        if info["account_id"] != sim.credentials.cf_account or info["app_id"] != sim.credentials.cf_app:
-            return profile.error(403, "9109", "Unauthorized to access requested resource")
-        return None
+    name = "cloudflare"
+    prefix = "/cloudflare/client/v4"
+    limits: ClassVar[Limits] = {"*": [(250, 10.0), (1200, 300.0)]}
+    scale = 1.0
+    scenarios: ClassVar[Catalog] = {  # stream key: the livestream id
+        "3fd739f4-3c41-456e-bfba-6ebd51e16d2d": "rising",
+        "78dd0b50-4147-4bb8-88d3-2ccc2e98bff0": "falling",
+        "a1c2e3f4-5b6d-4e8f-9a0b-1c2d3e4f5a6b": "drop",
+        "b7d8e9f0-1a2b-4c3d-8e4f-5a6b7c8d9e0f": "ends",
+        "c9e0f1a2-3b4c-4d5e-9f6a-7b8c9d0e1f2a": "starts",
+        "d4f5a6b7-8c9d-4e0f-8a1b-2c3d4e5f6a7b": "ended",
+    }
+    quirks: ClassVar[Settings] = {
+        "cf_list_form": "array",  # "array" (data list, paging beside) or "object" (one item, paging inside)
+        "cf_string_numbers": STRING_NUMBERS_DEFAULT,  # livestream ids whose numbers arrive as strings
+        "cf_inactive_session_404": False,  # active-livestream-session answers 404 when none is live
+    }
+    quick_first_cycle: ClassVar[Settings] = {"rate_limit": [{"requests": 250, "per": "10s"}]}
+    over_limit_error = ("971", "Please wait and consider throttling your request speed")
+    auth_error = ("10000", "Authentication error")
+    throttle_error = ("971", "Please wait and consider throttling your request speed")
+    failure_error = ("10001", "Internal error, please try again")
 
-    def authenticate(request: web.Request) -> tuple[str | None, Reply | None]:
-        token = bearer(request.headers.get("Authorization"))
-        credential = fingerprint(token) if token else None
-        return credential, None if token in sim.credentials.cf_tokens else profile.auth_refusal(None)
+    tokens: set[str]  # accepted API tokens
+    account: str  # the one account id and app id the tokens reach
+    app: str
+    list_form: str
+    string_numbers: set[str]
+    inactive_session_404: bool
 
-    async def livestreams(request: web.Request) -> web.Response:
-        credential, refusal = authenticate(request)
+    def reset(self) -> None:
+        super().reset()
+        self.tokens = {DEMO_TOKEN}
+        self.account = DEMO_ACCOUNT
+        self.app = DEMO_APP
 
-        def produce() -> Reply:
-            return wrong_app(request) or list_livestreams(sim, profile, request.query)
+    def set_quirk(self, name: str, value: object) -> None:
+        if name == "cf_list_form":
+            if value not in _LIST_FORMS:
+                raise ValueError(f"cf_list_form is one of {', '.join(_LIST_FORMS)}")
+            self.list_form = str(value)
+        elif name == "cf_string_numbers":
+            self.string_numbers = set(str_list(value))
+        elif name == "cf_inactive_session_404":
+            self.inactive_session_404 = bool(value)
+        else:
+            super().set_quirk(name, value)
 
-        return await serve(request, Call(profile, "livestreams", credential, refusal, produce))
+    def adjust_demo_stream(self, stream: SimStream, scenario: str) -> None:
+        if scenario == "starts":  # the livestream exists before it goes live
+            stream.created_at = stream.sessions[0].start - CREATE_BEFORE_START
 
-    def session_reply(request: web.Request, livestream_id: str, *, active_only: bool) -> Reply:
-        refused = wrong_app(request)
-        if refused is not None:
-            return refused
-        stream = sim.find("cloudflare", livestream_id)
-        if stream is None:
-            return profile.error(404, "1404", f"Livestream {livestream_id} not found")
-        now = sim.now()
-        if active_only and sim.cf_inactive_session_404 and not stream.is_live(now):
-            return profile.error(404, "1404", f"No active livestream session for {livestream_id}")
-        data: dict[str, Any] = {
-            "livestream": livestream(sim, stream, now),
-            "session": session_details(sim, stream, now),
+    @classmethod
+    def demo_fields(cls) -> dict[str, Any]:
+        return {
+            "account_id": DEMO_ACCOUNT,
+            "app_id": DEMO_APP,
+            "discover": True,
+            "credentials": {"api_token": DEMO_TOKEN},
+            "targets": [{"livestream_id": key} for key in cls.demo_keys(discover=True)],
         }
-        if not active_only:
-            count = len([s for s in stream.sessions if s.start <= now])
-            data["paging"] = {"start_offset": 1 if count else 0, "end_offset": count, "total_count": count}
-        return Reply(200, {"success": True, "data": data})
 
-    async def active_session(request: web.Request) -> web.Response:
-        return await one_livestream(request, active_only=True)
+    def error_body(self, status: int, code: str, message: str) -> Any:
+        number = int(code) if code.isdigit() else 10001
+        return {"success": False, "errors": [{"code": number, "message": message}], "messages": []}
 
-    async def livestream_sessions(request: web.Request) -> web.Response:
-        return await one_livestream(request, active_only=False)
+    def decorate(self, reply: Reply, verdict: Verdict | None) -> Reply:
+        if verdict is not None and verdict.limit is not None:
+            reply.headers["X-RateLimit-Limit"] = str(verdict.limit)
+            reply.headers["X-RateLimit-Remaining"] = str(verdict.remaining or 0)
+        return reply
 
-    async def one_livestream(request: web.Request, *, active_only: bool) -> web.Response:
-        credential, refusal = authenticate(request)
-        livestream_id = request.match_info["livestream_id"]
-        endpoint = "active-livestream-session" if active_only else "livestream"
+    def add_routes(self, app: web.Application) -> None:
+        kit = self.prefix + "/accounts/{account_id}/realtime/kit/{app_id}"
 
-        def produce() -> Reply:
-            return session_reply(request, livestream_id, active_only=active_only)
+        def wrong_app(request: web.Request) -> Reply | None:
+            info = request.match_info
+            if info["account_id"] != self.account or info["app_id"] != self.app:
+                return self.error(403, "9109", "Unauthorized to access requested resource")
+            return None
 
-        call = Call(profile, endpoint, credential, refusal, produce, (livestream_id,))
-        return await serve(request, call)
+        def authenticate(request: web.Request) -> tuple[str | None, Reply | None]:
+            token = bearer(request.headers.get("Authorization"))
+            credential = fingerprint(token) if token else None
+            return credential, None if token in self.tokens else self.auth_refusal(None)
 
-    async def overall(request: web.Request) -> web.Response:
-        credential, refusal = authenticate(request)
+        async def livestreams(request: web.Request) -> web.Response:
+            credential, refusal = authenticate(request)
 
-        def produce() -> Reply:
+            def produce() -> Reply:
+                return wrong_app(request) or list_livestreams(self, request.query)
+
+            return await serve(request, Call(self, "livestreams", credential, refusal, produce))
+
+        def session_reply(request: web.Request, livestream_id: str, *, active_only: bool) -> Reply:
             refused = wrong_app(request)
             if refused is not None:
                 return refused
-            now = sim.now()
-            every = list(sim.streams["cloudflare"].values())
-            for stream in every:
-                stream.advance(now)
-            data = {
-                "count": len([s for s in every if s.created_at <= now]),
-                "total_ingest_seconds": round(sum(s.live_seconds for s in every)),
-                "total_viewer_seconds": round(sum(s.viewer_seconds for s in every)),
+            stream = self.find(livestream_id)
+            if stream is None:
+                return self.error(404, "1404", f"Livestream {livestream_id} not found")
+            now = self.sim.now()
+            if active_only and self.inactive_session_404 and not stream.is_live(now):
+                return self.error(404, "1404", f"No active livestream session for {livestream_id}")
+            data: dict[str, Any] = {
+                "livestream": livestream(self, stream, now),
+                "session": session_details(self, stream, now),
             }
+            if not active_only:
+                count = len([s for s in stream.sessions if s.start <= now])
+                data["paging"] = {
+                    "start_offset": 1 if count else 0,
+                    "end_offset": count,
+                    "total_count": count,
+                }
             return Reply(200, {"success": True, "data": data})
 
-        return await serve(request, Call(profile, "analytics-overall", credential, refusal, produce))
+        async def active_session(request: web.Request) -> web.Response:
+            return await one_livestream(request, active_only=True)
 
-    app.router.add_get(KIT + "/livestreams", livestreams)
-    app.router.add_get(KIT + "/livestreams/{livestream_id}/active-livestream-session", active_session)
-    app.router.add_get(KIT + "/livestreams/{livestream_id}", livestream_sessions)
-    app.router.add_get(KIT + "/analytics/livestreams/overall", overall)
+        async def livestream_sessions(request: web.Request) -> web.Response:
+            return await one_livestream(request, active_only=False)
+
+        async def one_livestream(request: web.Request, *, active_only: bool) -> web.Response:
+            credential, refusal = authenticate(request)
+            livestream_id = request.match_info["livestream_id"]
+            endpoint = "active-livestream-session" if active_only else "livestream"
+
+            def produce() -> Reply:
+                return session_reply(request, livestream_id, active_only=active_only)
+
+            call = Call(self, endpoint, credential, refusal, produce, (livestream_id,))
+            return await serve(request, call)
+
+        async def overall(request: web.Request) -> web.Response:
+            credential, refusal = authenticate(request)
+
+            def produce() -> Reply:
+                refused = wrong_app(request)
+                if refused is not None:
+                    return refused
+                now = self.sim.now()
+                every = list(self.sim.streams[self.name].values())
+                for stream in every:
+                    stream.advance(now)
+                data = {
+                    "count": len([s for s in every if s.created_at <= now]),
+                    "total_ingest_seconds": round(sum(s.live_seconds for s in every)),
+                    "total_viewer_seconds": round(sum(s.viewer_seconds for s in every)),
+                }
+                return Reply(200, {"success": True, "data": data})
+
+            return await serve(request, Call(self, "analytics-overall", credential, refusal, produce))
+
+        app.router.add_get(kit + "/livestreams", livestreams)
+        app.router.add_get(kit + "/livestreams/{livestream_id}/active-livestream-session", active_session)
+        app.router.add_get(kit + "/livestreams/{livestream_id}", livestream_sessions)
+        app.router.add_get(kit + "/analytics/livestreams/overall", overall)

@@ -1,22 +1,14 @@
-"""What every fake vendor shares: answers, the request pipeline, faults, time formats."""
+"""What every fake vendor shares: answers, HTML error pages, credentials in logs, time formats."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-
-from .ratelimit import RequestRecord, Verdict, retry_after_header
-from .state import Fault, Simulator
-
-_HANG_POLL_SECONDS = 0.05
-CLIENT_GONE = 499  # logged status of a request the client gave up on (nginx's convention)
 
 
 @dataclass
@@ -48,118 +40,6 @@ def html_page(status: int) -> str:
         "<body><h1>Something went wrong</h1><p>The upstream server returned an invalid response."
         "</p><hr><center>nginx</center></body></html>\n"
     )
-
-
-class VendorProfile:
-    """How one vendor answers failures; subclasses override the vendor-specific ones."""
-
-    name = "vendor"
-
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-
-    def error_body(self, status: int, code: str, message: str) -> Any:
-        return {"code": code, "message": message}
-
-    def error(self, status: int, code: str, message: str) -> Reply:
-        return Reply(status=status, body=self.error_body(status, code, message), error=code)
-
-    def over_limit(self, retry_after: float) -> Reply:
-        reply = self.error(429, "RateLimited", "Too many requests, slow down")
-        reply.headers["Retry-After"] = retry_after_header(retry_after)
-        return reply
-
-    def auth_refusal(self, code: int | None) -> Reply:
-        return self.error(401, "Unauthorized", "Unauthorized")
-
-    def throttle200(self, code: int | None) -> Reply:
-        return self.error(200, "Throttled", "Too many requests")
-
-    def error200(self, code: int | None) -> Reply:
-        return self.error(200, "InternalError", "Something went wrong")
-
-    def decorate(self, reply: Reply, verdict: Verdict | None) -> Reply:
-        """Headers every answer carries (e.g. Cloudflare's X-RateLimit-*)."""
-        return reply
-
-    def fault_reply(self, fault: Fault) -> Reply:
-        if fault.kind == "5xx":
-            status = fault.code or 503
-            return self.error(status, "InternalError", "Service temporarily unavailable")
-        if fault.kind == "429":
-            reply = self.over_limit(self.sim.retry_after_seconds)
-            reply.status = 429
-            return reply
-        if fault.kind == "html":
-            status = fault.code or 502
-            return Reply(status=status, raw=html_page(status), content_type="text/html", error="html")
-        if fault.kind == "auth":
-            return self.auth_refusal(fault.code)
-        if fault.kind == "throttle200":
-            return self.throttle200(fault.code)
-        return self.error200(fault.code)
-
-
-@dataclass
-class Call:
-    """One request, as a vendor module hands it to `serve`."""
-
-    profile: VendorProfile
-    endpoint: str
-    credential: str | None
-    refusal: Reply | None
-    produce: Callable[[], Reply]
-    streams: Sequence[str] = ()
-
-
-async def serve(request: web.Request, call: Call) -> web.Response:
-    """Log, authenticate, rate-limit, apply an injected fault, answer."""
-    sim = call.profile.sim
-    record = sim.record(call.profile.name, call.endpoint, call.credential, call.streams)
-    try:
-        reply, verdict = await _answer(request, call, record)
-    except asyncio.CancelledError:
-        record.status, record.error = CLIENT_GONE, "client-gone"  # the client hung up
-        raise
-    reply = call.profile.decorate(reply, verdict)
-    record.status = reply.status
-    record.error = reply.error
-    return reply.to_response()
-
-
-async def _answer(request: web.Request, call: Call, record: RequestRecord) -> tuple[Reply, Verdict | None]:
-    sim = call.profile.sim
-    if call.refusal is not None:
-        return call.refusal, None
-    verdict = sim.check_rate(call.profile.name, call.endpoint, call.credential)
-    if not verdict.allowed:
-        record.throttled = True
-        return call.profile.over_limit(verdict.retry_after), verdict
-    fault = sim.take_fault(call.profile.name, call.streams)
-    if fault is None:
-        return call.produce(), verdict
-    record.fault = fault.kind
-    if fault.kind == "slow":
-        await asyncio.sleep(sim.slow_seconds)
-        return call.produce(), verdict
-    if fault.kind == "timeout":
-        await hang(request, sim)
-        return call.profile.error(504, "GatewayTimeout", "Gateway Timeout"), verdict
-    if fault.kind == "truncated":
-        return call.produce().truncated(), verdict
-    return call.profile.fault_reply(fault), verdict
-
-
-async def hang(request: web.Request, sim: Simulator) -> None:
-    """Wait until the client goes away, the app stops, the simulator resets or hang_seconds pass."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + sim.hang_seconds
-    generation = sim.generation
-    while loop.time() < deadline and not sim.closing and sim.generation == generation:
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            return
-        await asyncio.sleep(_HANG_POLL_SECONDS)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .state import Simulator
+from .core import Simulator
 
 CONTROL_PATH = "/_sim/control"
 REQUESTS_PATH = "/_sim/requests"

@@ -7,7 +7,7 @@ import math
 import uuid
 from dataclasses import dataclass, field
 
-from .constants import DROP_AFTER
+from .scenarios import DROP_AFTER
 
 _INTEGRATION_STEP = 5.0
 _MAX_STEPS = 5000

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar, Final
 
 from aiohttp import web
 
-from .common import Call, Reply, VendorProfile, fingerprint, iso_z, serve
+from .common import Reply, fingerprint, iso_z
+from .core import Catalog, Limits, Settings, VendorSim, register
 from .curves import SimStream
-from .ratelimit import retry_after_header
-from .state import Simulator
+from .pipeline import Call, serve
 
-PREFIX = "/fermion/api"
+DEMO_KEY: Final = "demo-fermion-api-key-c0ffee42"  # fake, accepted by the simulator only
 _SEGMENT_SECONDS = 300.0
 _MAX_SEGMENTS = 12
 _MAX_TOP_USERS = 5
@@ -21,27 +21,6 @@ SCHOOL_NOT_FOUND = "Fermion School not found! Please check your API key."
 
 def error_output(message: str) -> dict[str, Any]:
     return {"output": {"status": "error", "errorMessage": message}}
-
-
-class Fermion(VendorProfile):
-    name = "fermion"
-
-    def error_body(self, status: int, code: str, message: str) -> Any:
-        return {"error": {"code": code, "message": message}}
-
-    def over_limit(self, retry_after: float) -> Reply:
-        reply = self.error(429, "TOO_MANY_REQUESTS", "Rate limit exceeded: 60 requests per minute.")
-        reply.headers["Retry-After"] = retry_after_header(retry_after)
-        return reply
-
-    def auth_refusal(self, code: int | None) -> Reply:
-        return Reply(200, [error_output(SCHOOL_NOT_FOUND)], error="school-not-found")
-
-    def throttle200(self, code: int | None) -> Reply:
-        return Reply(200, [error_output("Too many requests. Please try again later.")], error="throttled")
-
-    def error200(self, code: int | None) -> Reply:
-        return Reply(200, [error_output("Something went wrong. Please try again.")], error="error-output")
 
 
 def _top_users(stream: SimStream, count: int, now: float) -> list[dict[str, Any]]:
@@ -120,32 +99,82 @@ def parse_calls(raw: bytes) -> list[tuple[str, int]] | None:
         return None
 
 
-def add_routes(app: web.Application, sim: Simulator) -> None:
-    profile = Fermion(sim)
+@register
+class Fermion(VendorSim):
+    """API key header; a list of calls in, a list of outputs out; 60 requests a minute."""
 
-    async def handle(request: web.Request) -> web.Response:
-        key = request.headers.get("FERMION-API-KEY", "")
-        credential = fingerprint(key) if key else None
-        refusal = None if key in sim.credentials.fermion_keys else profile.auth_refusal(None)
-        calls = parse_calls(await request.read())
+    name = "fermion"
+    prefix = "/fermion/api"
+    limits: ClassVar[Limits] = {"*": [(60, 60.0)]}
+    scale = 0.2
+    scenarios: ClassVar[Catalog] = {  # stream key: the live event session id
+        "session-algebra": "rising",
+        "session-history": "falling",
+        "session-physics": "drop",
+        "session-chemistry": "ends",
+        "session-biology": "starts",
+        "session-geography": "ended",
+    }
+    # answer only the first call of a multi-call body
+    quirks: ClassVar[Settings] = {"fermion_first_call_only": False}
+    quick_first_cycle: ClassVar[Settings] = {"batch_size": len(scenarios)}  # one request for all
+    over_limit_error = ("TOO_MANY_REQUESTS", "Rate limit exceeded: 60 requests per minute.")
 
-        def produce() -> Reply:
-            if calls is None:
-                return profile.error(400, "BAD_REQUEST", "The body must be {data: [{data: {...}}]}.")
-            now = sim.now()
-            outputs: list[dict[str, Any]] = []
-            answered = calls[:1] if sim.fermion_first_call_only else calls
-            for session_id, top in answered:
-                stream = sim.find("fermion", session_id)
-                if stream is None:
-                    outputs.append(error_output(f"Live event session {session_id} not found."))
-                else:
-                    outputs.append({"output": {"status": "ok", "data": session_stats(stream, now, top)}})
-            return Reply(200, outputs)
+    api_keys: set[str]  # accepted API keys
+    first_call_only: bool
 
-        streams = [session_id for session_id, _ in calls or []]
-        return await serve(
-            request, Call(profile, "get-live-event-session-stats", credential, refusal, produce, streams)
-        )
+    def reset(self) -> None:
+        super().reset()
+        self.api_keys = {DEMO_KEY}
 
-    app.router.add_post(PREFIX + "/public/get-live-event-session-stats", handle)
+    def set_quirk(self, name: str, value: object) -> None:
+        if name == "fermion_first_call_only":
+            self.first_call_only = bool(value)
+        else:
+            super().set_quirk(name, value)
+
+    @classmethod
+    def demo_fields(cls) -> dict[str, Any]:
+        return {
+            "batch_size": 2,
+            "credentials": {"api_key": DEMO_KEY},
+            "targets": [{"live_event_session_id": key} for key in cls.demo_keys()],
+        }
+
+    def error_body(self, status: int, code: str, message: str) -> Any:
+        return {"error": {"code": code, "message": message}}
+
+    def auth_refusal(self, code: int | None) -> Reply:
+        return Reply(200, [error_output(SCHOOL_NOT_FOUND)], error="school-not-found")
+
+    def throttle200(self, code: int | None) -> Reply:
+        return Reply(200, [error_output("Too many requests. Please try again later.")], error="throttled")
+
+    def error200(self, code: int | None) -> Reply:
+        return Reply(200, [error_output("Something went wrong. Please try again.")], error="error-output")
+
+    def add_routes(self, app: web.Application) -> None:
+        async def handle(request: web.Request) -> web.Response:
+            key = request.headers.get("FERMION-API-KEY", "")
+            credential = fingerprint(key) if key else None
+            refusal = None if key in self.api_keys else self.auth_refusal(None)
+            calls = parse_calls(await request.read())
+
+            def produce() -> Reply:
+                if calls is None:
+                    return self.error(400, "BAD_REQUEST", "The body must be {data: [{data: {...}}]}.")
+                now = self.sim.now()
+                outputs: list[dict[str, Any]] = []
+                for session_id, top in calls[:1] if self.first_call_only else calls:
+                    stream = self.find(session_id)
+                    if stream is None:
+                        outputs.append(error_output(f"Live event session {session_id} not found."))
+                    else:
+                        outputs.append({"output": {"status": "ok", "data": session_stats(stream, now, top)}})
+                return Reply(200, outputs)
+
+            streams = [session_id for session_id, _ in calls or []]
+            call = Call(self, "get-live-event-session-stats", credential, refusal, produce, streams)
+            return await serve(request, call)
+
+        app.router.add_post(self.prefix + "/public/get-live-event-session-stats", handle)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .app import create_app
-from .state import Simulator
+from .core import Simulator
+from .server import create_app
 
 
 @dataclass
@@ -24,7 +24,7 @@ async def start_simulator(
     sim: Simulator | None = None, *, host: str = "127.0.0.1", port: int = 0
 ) -> RunningSimulator:
     """Serve the simulator on host:port (0: any free port). No access log: query strings
-    carry Tencent UserSigs, which must not reach a log."""
+    may carry credentials, which must not reach a log."""
     simulator = sim if sim is not None else Simulator()
     runner = web.AppRunner(create_app(simulator), access_log=None)
     await runner.setup()

@@ -6,19 +6,26 @@ import hmac
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar, Final
 
 from aiohttp import web
 
-from exporter.signing import SFD_DATE_FORMAT, sfd_signature
+from exporter.providers.signing import SFD_DATE_FORMAT, sfd_signature
 
-from .common import Call, Reply, VendorProfile, iso_z, serve, utc
+from .common import Reply, iso_z, utc
+from .core import Catalog, Limits, Settings, VendorSim, register, str_list
 from .curves import SimStream
-from .ratelimit import retry_after_header
-from .state import Simulator
+from .pipeline import Call, serve
 
-PREFIX = "/swiftfederation"
+# Fake demo credentials, accepted by the simulator only.
+DEMO_KEY_ID: Final = "DemoSfdKey7Q2x9L"
+DEMO_SECRET: Final = "demo-sfd-secret-4b1e8d2a9c7f6e5d"  # noqa: S105
+DEMO_FZONE: Final = "SG"
+# Streams whose answers carry one malformed timestamp by default.
+MALFORMED_DEFAULT: Final = ("live.example.com/demoapp/backup",)
 POINT_SECONDS = 300.0
+_REGION = "SG"
+_PROTOCOLS = ("http-flv", "ll-hls", "hls/dash")
 _DEFAULT_POINTS = 6
 _MAX_POINTS = 288
 _MAX_SKEW_SECONDS = 3600.0
@@ -26,22 +33,88 @@ _NONCE = re.compile(r"\d{1,18}")
 _AUTH = re.compile(r"HMAC-SHA256 ([^:\s]+):([0-9a-fA-F]+)")
 
 
-class SwiftFederation(VendorProfile):
+@register
+class SwiftFederation(VendorSim):
+    """Signature V2 (HMAC-SHA256 over the request); 100 requests a minute and 1000 an hour."""
+
     name = "swiftfederation"
+    prefix = "/swiftfederation"
+    limits: ClassVar[Limits] = {"*": [(100, 60.0), (1000, 3600.0)]}
+    scale = 2.0
+    scenarios: ClassVar[Catalog] = {  # stream key: {domain}/{app}/{stream}
+        "live.example.com/demoapp/main": "rising",
+        "live.example.com/demoapp/backup": "falling",
+        "live.example.com/demoapp/concert": "drop",
+        "live.example.com/demoapp/webinar": "ends",
+        "live.example.com/demoapp/late-show": "starts",
+    }
+    # stream keys whose answers carry one malformed timestamp
+    quirks: ClassVar[Settings] = {"sfd_malformed_streams": MALFORMED_DEFAULT}
+    quick_first_cycle: ClassVar[Settings] = {"rate_limit": [{"requests": 300, "per": "1m"}]}
+    over_limit_error = ("RequestLimit.Exceeded", "The request rate limit is exceeded.")
+    auth_error = ("Signature.NotMatch", "The signature does not match.")
+    throttle_error = ("RequestLimit.Exceeded", "The request rate limit is exceeded.")
+    failure_error = ("InternalError", "An internal error occurred.")
 
-    def over_limit(self, retry_after: float) -> Reply:
-        reply = self.error(429, "RequestLimit.Exceeded", "The request rate limit is exceeded.")
-        reply.headers["Retry-After"] = retry_after_header(retry_after)
-        return reply
+    keys: dict[str, str]  # accepted access key id -> its secret
+    malformed_streams: set[str]
 
-    def auth_refusal(self, code: int | None) -> Reply:
-        return self.error(401, "Signature.NotMatch", "The signature does not match.")
+    def reset(self) -> None:
+        super().reset()
+        self.keys = {DEMO_KEY_ID: DEMO_SECRET}
 
-    def throttle200(self, code: int | None) -> Reply:
-        return self.error(200, "RequestLimit.Exceeded", "The request rate limit is exceeded.")
+    def set_quirk(self, name: str, value: object) -> None:
+        if name == "sfd_malformed_streams":
+            self.malformed_streams = set(str_list(value))
+        else:
+            super().set_quirk(name, value)
 
-    def error200(self, code: int | None) -> Reply:
-        return self.error(200, "InternalError", "An internal error occurred.")
+    def stream_attrs(self, key: str, scenario: str, index: int) -> dict[str, str]:
+        attrs = super().stream_attrs(key, scenario, index)
+        parts = key.split("/")
+        if len(parts) == 3:
+            protocol = _PROTOCOLS[index % len(_PROTOCOLS)]
+            attrs.update(domain=parts[0], app=parts[1], stream=parts[2], region=_REGION, protocol=protocol)
+        return attrs
+
+    @classmethod
+    def demo_fields(cls) -> dict[str, Any]:
+        targets: list[dict[str, Any]] = []
+        for index, key in enumerate(cls.demo_keys(discover=True)):
+            domain, app, stream = key.split("/")
+            protocol = _PROTOCOLS[index % len(_PROTOCOLS)]
+            targets.append(
+                {"domain": domain, "app": app, "stream": stream, "region": _REGION, "protocol": protocol}
+            )
+        return {
+            "fzone": DEMO_FZONE,
+            "discover": True,
+            "credentials": {"access_key_id": DEMO_KEY_ID, "access_key_secret": DEMO_SECRET},
+            "targets": targets,
+        }
+
+    def add_routes(self, app: web.Application) -> None:
+        async def handle(request: web.Request) -> web.Response:
+            body = await request.read()
+            refusal = verify(request, self, body)
+            match = _AUTH.fullmatch(request.headers.get("Authorization", "").strip())
+            credential = match.group(1) if match else None
+            query = request.query
+            if request.match_info["endpoint"] == "stream":
+                call = Call(self, "stream", credential, refusal, lambda: stream_list(self, query))
+                return await serve(request, call)
+            keys = [s.key for s in _selected(self, query)] if query.get("domain") else []
+
+            def produce() -> Reply:
+                return concurrent_viewers(self, query)
+
+            return await serve(
+                request, Call(self, "queryConcurrentViewers", credential, refusal, produce, keys)
+            )
+
+        app.router.add_get(
+            self.prefix + "/lls/v1.0/{endpoint:stream|analytics/delivery/queryConcurrentViewers}", handle
+        )
 
 
 def sfd_timestamp(ts: float) -> str:
@@ -53,26 +126,26 @@ def malformed(timestamp: str) -> str:
     return timestamp[:11] + timestamp[12:]
 
 
-def verify(request: web.Request, sim: Simulator, body: bytes, profile: SwiftFederation) -> Reply | None:
+def verify(request: web.Request, vendor: SwiftFederation, body: bytes) -> Reply | None:
     """None when the request carries a valid Signature V2."""
     match = _AUTH.fullmatch(request.headers.get("Authorization", "").strip())
     if match is None:
-        return profile.error(401, "AccessCredential.Invalid", "The Authorization header is invalid.")
+        return vendor.error(401, "AccessCredential.Invalid", "The Authorization header is invalid.")
     key_id, signature = match.groups()
-    secret = sim.credentials.sfd_keys.get(key_id)
+    secret = vendor.keys.get(key_id)
     if secret is None:
-        return profile.error(401, "AccessCredential.Invalid", "The access key is invalid.")
+        return vendor.error(401, "AccessCredential.Invalid", "The access key is invalid.")
     try:
         date = datetime.strptime(request.headers.get("X-SFD-Date", ""), SFD_DATE_FORMAT)
     except ValueError:
-        return profile.error(400, "Timestamp.Invalid", "X-SFD-Date is missing or invalid.")
-    skew = abs(date.replace(tzinfo=UTC).timestamp() - sim.now())
+        return vendor.error(400, "Timestamp.Invalid", "X-SFD-Date is missing or invalid.")
+    skew = abs(date.replace(tzinfo=UTC).timestamp() - vendor.sim.now())
     if skew > _MAX_SKEW_SECONDS:
-        return profile.error(400, "Signature.Expired", "The signature has expired.")
+        return vendor.error(400, "Signature.Expired", "The signature has expired.")
     if not _NONCE.fullmatch(request.headers.get("X-SFD-Nonce", "")):
-        return profile.error(400, "Nonce.Invalid", "X-SFD-Nonce is missing or invalid.")
+        return vendor.error(400, "Nonce.Invalid", "X-SFD-Nonce is missing or invalid.")
     if request.headers.get("X-SFD-Signature-Version") != "2":
-        return profile.error(401, "Signature.NotMatch", "Only signature version 2 is supported.")
+        return vendor.error(401, "Signature.NotMatch", "Only signature version 2 is supported.")
     headers = {name: value for name, value in request.headers.items()}
     expected = sfd_signature(
         method=request.method,
@@ -83,14 +156,14 @@ def verify(request: web.Request, sim: Simulator, body: bytes, profile: SwiftFede
         body=body,
     )
     if not hmac.compare_digest(expected, signature.lower()):
-        return profile.error(401, "Signature.NotMatch", "The signature does not match.")
+        return vendor.error(401, "Signature.NotMatch", "The signature does not match.")
     return None
 
 
-def _selected(sim: Simulator, query: Mapping[str, str]) -> list[SimStream]:
+def _selected(vendor: SwiftFederation, query: Mapping[str, str]) -> list[SimStream]:
     return [
         s
-        for s in sim.visible("swiftfederation")
+        for s in vendor.visible()
         if s.attrs.get("domain") == query.get("domain")
         and (not query.get("app") or s.attrs.get("app") == query.get("app"))
         and (not query.get("stream") or s.attrs.get("stream") == query.get("stream"))
@@ -101,19 +174,19 @@ def _parse_ts(value: str) -> float:
     return datetime.strptime(value, SFD_DATE_FORMAT).replace(tzinfo=UTC).timestamp()
 
 
-def concurrent_viewers(sim: Simulator, profile: SwiftFederation, query: Mapping[str, str]) -> Reply:
+def concurrent_viewers(vendor: SwiftFederation, query: Mapping[str, str]) -> Reply:
     if not query.get("domain"):
-        return profile.error(400, "Parameter.Invalid", "domain is mandatory.")
-    streams = _selected(sim, query)
+        return vendor.error(400, "Parameter.Invalid", "domain is mandatory.")
+    streams = _selected(vendor, query)
     if not streams:
-        return profile.error(404, "Resource.NotFound", "No such domain, app or stream.")
-    now = sim.now()
+        return vendor.error(404, "Resource.NotFound", "No such domain, app or stream.")
+    now = vendor.sim.now()
     current = int(now // POINT_SECONDS)
     try:
         first = int(_parse_ts(query["started"]) // POINT_SECONDS) if query.get("started") else None
         last = int(_parse_ts(query["ended"]) // POINT_SECONDS) if query.get("ended") else None
     except ValueError:
-        return profile.error(400, "LLS.Analytics.InvalidTimestamp", "Timestamp is empty or invalid.")
+        return vendor.error(400, "LLS.Analytics.InvalidTimestamp", "Timestamp is empty or invalid.")
     last = min(current, last if last is not None else current)
     first = first if first is not None else last - _DEFAULT_POINTS + 1
     first = max(first, last - _MAX_POINTS + 1)
@@ -125,7 +198,7 @@ def concurrent_viewers(sim: Simulator, profile: SwiftFederation, query: Mapping[
         else:
             value = sum(round(s.viewers_at(start + POINT_SECONDS / 2)) for s in streams)
         data.append({"timestamp": sfd_timestamp(start), "concurrentViewers": value})
-    if len(data) >= 2 and any(s.key in sim.sfd_malformed_streams for s in streams):
+    if len(data) >= 2 and any(s.key in vendor.malformed_streams for s in streams):
         data[-2]["timestamp"] = malformed(data[-2]["timestamp"])
     body: dict[str, Any] = {"domain": query["domain"]}
     for name in ("app", "stream", "region", "protocol", "started", "ended"):
@@ -135,10 +208,10 @@ def concurrent_viewers(sim: Simulator, profile: SwiftFederation, query: Mapping[
     return Reply(200, body)
 
 
-def stream_list(sim: Simulator, query: Mapping[str, str]) -> Reply:
-    now = sim.now()
+def stream_list(vendor: SwiftFederation, query: Mapping[str, str]) -> Reply:
+    now = vendor.sim.now()
     streams: list[dict[str, Any]] = []
-    for s in sim.visible("swiftfederation"):
+    for s in vendor.visible():
         if query.get("domain") and s.attrs.get("domain") != query["domain"]:
             continue
         if query.get("app") and s.attrs.get("app") != query["app"]:
@@ -161,34 +234,3 @@ def stream_list(sim: Simulator, query: Mapping[str, str]) -> Reply:
             }
         )
     return Reply(200, {"streams": streams})
-
-
-def add_routes(app: web.Application, sim: Simulator) -> None:
-    profile = SwiftFederation(sim)
-
-    async def handle(request: web.Request) -> web.Response:
-        body = await request.read()
-        refusal = verify(request, sim, body, profile)
-        match = _AUTH.fullmatch(request.headers.get("Authorization", "").strip())
-        credential = match.group(1) if match else None
-        query = request.query
-        if request.match_info["endpoint"] == "stream":
-            return await serve(
-                request, Call(profile, "stream", credential, refusal, lambda: stream_list(sim, query))
-            )
-        keys = [s.key for s in _selected(sim, query)] if query.get("domain") else []
-        return await serve(
-            request,
-            Call(
-                profile,
-                "queryConcurrentViewers",
-                credential,
-                refusal,
-                lambda: concurrent_viewers(sim, profile, query),
-                keys,
-            ),
-        )
-
-    app.router.add_get(
-        PREFIX + "/lls/v1.0/{endpoint:stream|analytics/delivery/queryConcurrentViewers}", handle
-    )

@@ -6,18 +6,23 @@ import base64
 import hmac
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar, Final
 
 from aiohttp import web
 
-from exporter.signing import decode_usersig, tencent_sig_hmac
+from exporter.providers.signing import decode_usersig, tencent_sig_hmac
 
-from .common import Call, Reply, VendorProfile, serve
+from .common import Reply
+from .core import Catalog, Limits, VendorSim, register
 from .curves import SimStream
-from .state import Simulator
+from .pipeline import Call, serve
+from .scenarios import CREATE_BEFORE_START
 
-PREFIX = "/tencent"
-_ROUTE = PREFIX + "/v4/live_engine_http_srv/{endpoint:get_room_stats|get_room_list}"
+# Fake demo credentials, accepted by the simulator only.
+DEMO_APP_ID: Final = 1400123456
+DEMO_IDENTIFIER: Final = "administrator"
+DEMO_SECRET: Final = "3f8a1c9e5b7d2f4a6c8e0b1d3f5a7c9e2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a"  # noqa: S105
+DESTROY_AFTER_END: Final = 300.0  # an ended room is destroyed this long after (then 100004)
 _MAX_PAGE = 100
 
 # Error codes (HTTP status is always 200).
@@ -33,8 +38,47 @@ INVALID_PARAMETERS = 100002
 ROOM_NOT_FOUND = 100004
 
 
-class Tencent(VendorProfile):
+@register
+class Tencent(VendorSim):
+    """TUILiveKit REST API: UserSig in the query, answers always HTTP 200 with an error code;
+    100 room-stats and 10 room-list requests a second."""
+
     name = "tencent"
+    prefix = "/tencent"
+    limits: ClassVar[Limits] = {"get_room_stats": [(100, 1.0)], "get_room_list": [(10, 1.0)]}
+    scale = 3.0
+    scenarios: ClassVar[Catalog] = {  # stream key: the room id
+        "live_room_main": "rising",
+        "live_room_music": "falling",
+        "live_room_sports": "drop",
+        "live_room_talk": "ends",
+        "live_room_late": "starts",
+    }
+
+    apps: dict[int, str]  # accepted SDKAppID -> its secret key
+
+    def reset(self) -> None:
+        super().reset()
+        self.apps = {DEMO_APP_ID: DEMO_SECRET}
+
+    def adjust_demo_stream(self, stream: SimStream, scenario: str) -> None:
+        session = stream.sessions[0]
+        if scenario == "starts":  # the room exists before it goes live
+            stream.created_at = session.start - CREATE_BEFORE_START
+        elif scenario == "ends" and session.end is not None:
+            stream.removed_at = session.end + DESTROY_AFTER_END
+
+    @classmethod
+    def demo_fields(cls) -> dict[str, Any]:
+        return {
+            "discover": True,
+            "credentials": {
+                "sdk_app_id": DEMO_APP_ID,
+                "identifier": DEMO_IDENTIFIER,
+                "secret_key": DEMO_SECRET,
+            },
+            "targets": [{"room_id": key} for key in cls.demo_keys(discover=True)],
+        }
 
     def error_body(self, status: int, code: str, message: str) -> Any:
         return {
@@ -67,16 +111,48 @@ class Tencent(VendorProfile):
         body["Response"] = response
         return Reply(200, body)
 
+    def add_routes(self, app: web.Application) -> None:
 
-def verify(sim: Simulator, profile: Tencent, query: Mapping[str, str]) -> Reply | None:
+        async def handle(request: web.Request) -> web.Response:
+            endpoint = request.match_info["endpoint"]
+            query = request.query
+            refusal = verify(self, query)
+            credential = query.get("sdkappid") or None
+            try:
+                body = json.loads(await request.read() or b"{}")
+            except ValueError:
+                body = None
+            room_id = body.get("RoomId") if isinstance(body, dict) else None
+            streams = [room_id] if isinstance(room_id, str) else []
+
+            def produce() -> Reply:
+                if not isinstance(body, dict):
+                    return self.fail(INVALID_PARAMETERS, "the body must be a JSON object")
+                if endpoint == "get_room_list":
+                    return room_list(self, body)
+                if not isinstance(room_id, str) or not room_id:
+                    return self.fail(INVALID_PARAMETERS, "RoomId is required")
+                room = self.find(room_id)
+                if room is None:
+                    return self.fail(ROOM_NOT_FOUND, "Room does not exist. Please verify the Room ID.")
+                return self.ok(room_stats(room, self.sim.now()))
+
+            return await serve(request, Call(self, endpoint, credential, refusal, produce, streams))
+
+        app.router.add_post(
+            self.prefix + "/v4/live_engine_http_srv/{endpoint:get_room_stats|get_room_list}", handle
+        )
+
+
+def verify(vendor: Tencent, query: Mapping[str, str]) -> Reply | None:
     """None when the query carries a valid, unexpired UserSig of a known SDKAppID."""
     try:
         app_id = int(query.get("sdkappid", ""))
     except ValueError:
-        return profile.fail(SDKAPPID_INVALID, "SDKAppID is invalid")
-    secret = sim.credentials.tencent_apps.get(app_id)
+        return vendor.fail(SDKAPPID_INVALID, "SDKAppID is invalid")
+    secret = vendor.apps.get(app_id)
     if secret is None:
-        return profile.fail(SDKAPPID_INVALID, "SDKAppID is invalid")
+        return vendor.fail(SDKAPPID_INVALID, "SDKAppID is invalid")
     identifier = query.get("identifier", "")
     try:
         doc = decode_usersig(query.get("usersig", ""))
@@ -84,18 +160,18 @@ def verify(sim: Simulator, profile: Tencent, query: Mapping[str, str]) -> Reply 
         if not isinstance(sig_time, int) or not isinstance(expire, int) or not isinstance(sig, str):
             raise ValueError("bad field types")
     except (ValueError, KeyError):
-        return profile.fail(USERSIG_UNPARSABLE, "UserSig cannot be parsed")
+        return vendor.fail(USERSIG_UNPARSABLE, "UserSig cannot be parsed")
     if doc.get("TLS.identifier") != identifier:
-        return profile.fail(USERSIG_IDENTIFIER_MISMATCH, "identifier does not match the UserSig")
+        return vendor.fail(USERSIG_IDENTIFIER_MISMATCH, "identifier does not match the UserSig")
     if doc.get("TLS.sdkappid") != app_id:
-        return profile.fail(USERSIG_SDKAPPID_MISMATCH, "SDKAppID does not match the UserSig")
+        return vendor.fail(USERSIG_SDKAPPID_MISMATCH, "SDKAppID does not match the UserSig")
     expected = tencent_sig_hmac(
         sdk_app_id=app_id, identifier=identifier, secret_key=secret, now=sig_time, expire=expire
     )
     if not hmac.compare_digest(expected, sig):
-        return profile.fail(USERSIG_WRONG_KEY, "UserSig verification failed: wrong key")
-    if sig_time + expire < sim.now():
-        return profile.fail(USERSIG_EXPIRED, "UserSig expired, please generate a new one")
+        return vendor.fail(USERSIG_WRONG_KEY, "UserSig verification failed: wrong key")
+    if sig_time + expire < vendor.sim.now():
+        return vendor.fail(USERSIG_EXPIRED, "UserSig expired, please generate a new one")
     return None
 
 
@@ -126,16 +202,16 @@ def _offset(cursor: str) -> int:
     return int(text.removeprefix("offset:"))
 
 
-def room_list(sim: Simulator, profile: Tencent, body: Mapping[str, Any]) -> Reply:
+def room_list(vendor: Tencent, body: Mapping[str, Any]) -> Reply:
     count = body.get("Count", 20)
     try:
         offset = _offset(str(body.get("Next") or ""))
     except ValueError:
-        return profile.fail(INVALID_PARAMETERS, "Next is invalid")
+        return vendor.fail(INVALID_PARAMETERS, "Next is invalid")
     if not isinstance(count, int) or not 1 <= count <= _MAX_PAGE:
-        return profile.fail(INVALID_PARAMETERS, f"Count must be 1..{_MAX_PAGE}")
-    now = sim.now()
-    rooms = sim.visible("tencent")
+        return vendor.fail(INVALID_PARAMETERS, f"Count must be 1..{_MAX_PAGE}")
+    now = vendor.sim.now()
+    rooms = vendor.visible()
     page = rooms[offset : offset + count]
     listed = [
         {
@@ -149,36 +225,4 @@ def room_list(sim: Simulator, profile: Tencent, body: Mapping[str, Any]) -> Repl
         for room in page
     ]
     following = offset + len(page)
-    return profile.ok({"RoomList": listed, "Next": _cursor(following) if following < len(rooms) else ""})
-
-
-def add_routes(app: web.Application, sim: Simulator) -> None:
-    profile = Tencent(sim)
-
-    async def handle(request: web.Request) -> web.Response:
-        endpoint = request.match_info["endpoint"]
-        query = request.query
-        refusal = verify(sim, profile, query)
-        credential = query.get("sdkappid") or None
-        try:
-            body = json.loads(await request.read() or b"{}")
-        except ValueError:
-            body = None
-        room_id = body.get("RoomId") if isinstance(body, dict) else None
-        streams = [room_id] if isinstance(room_id, str) else []
-
-        def produce() -> Reply:
-            if not isinstance(body, dict):
-                return profile.fail(INVALID_PARAMETERS, "the body must be a JSON object")
-            if endpoint == "get_room_list":
-                return room_list(sim, profile, body)
-            if not isinstance(room_id, str) or not room_id:
-                return profile.fail(INVALID_PARAMETERS, "RoomId is required")
-            room = sim.find("tencent", room_id)
-            if room is None:
-                return profile.fail(ROOM_NOT_FOUND, "Room does not exist. Please verify the Room ID.")
-            return profile.ok(room_stats(room, sim.now()))
-
-        return await serve(request, Call(profile, endpoint, credential, refusal, produce, streams))
-
-    app.router.add_post(_ROUTE, handle)
+    return vendor.ok({"RoomList": listed, "Next": _cursor(following) if following < len(rooms) else ""})

@@ -1,0 +1,284 @@
+"""YAML -> frozen, validated configuration.
+
+Loading happens in three passes so that every error can name the file and the key path:
+1. YAML with duplicate keys refused;
+2. `${ENV}` expanded in every string and `k_file` credentials read into `k`;
+3. pydantic models with `extra="forbid"`: the shared shape, and the provider's own
+   source model (found in the provider registry) for each entry of `sources`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from exporter.config.problems import ConfigError, key_path, pydantic_problems
+from exporter.config.registry import PROVIDERS, get_spec
+from exporter.config.schema import GlobalConfig, SourceBase, Strict
+from exporter.model.windows import Window
+
+
+@dataclass(frozen=True)
+class Config:
+    file: str
+    global_: GlobalConfig
+    sources: tuple[SourceBase, ...]
+
+    def secrets(self) -> set[str]:
+        """Every credential value, for the log and page redactors."""
+        out: set[str] = set()
+        for s in self.sources:
+            out.update(s.credentials.secrets())
+        return out
+
+    def warnings(self) -> list[str]:
+        """Valid but probably unintended: sources sharing one vendor account's credentials.
+
+        Vendors count requests per credential, while each source keeps its own budget, so
+        two sources on the same credentials can together exceed the vendor's limit.
+        """
+        seen: dict[tuple[str, str, frozenset[str]], str] = {}
+        out = []
+        for s in self.sources:
+            key = (s.provider, self.base_url_of(s), frozenset(s.credentials.secrets()))
+            if key in seen:
+                out.append(
+                    f"sources {seen[key]} and {s.name} use the same {s.provider} credentials: the vendor"
+                    " counts their requests together, so lower their rate_limit to share its budget"
+                )
+            else:
+                seen[key] = s.name
+        return out
+
+    def interval_of(self, source: SourceBase) -> float:
+        return source.interval or self.global_.interval
+
+    def windows_of(self, source: SourceBase) -> dict[str, tuple[Window, ...]]:
+        buckets = dict(get_spec(source.provider).rate_limits())
+        if source.rate_limit:
+            buckets["default"] = tuple(r.window() for r in source.rate_limit)
+        return buckets
+
+    def base_url_of(self, source: SourceBase) -> str:
+        url = source.base_url or get_spec(source.provider).base_url_for(source)
+        if url is None:  # refused at load
+            raise ValueError(f"source {source.name} has no base_url")
+        return url
+
+
+# ---- pass 1: YAML ----------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice, which PyYAML would silently overwrite."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} given twice", key_node.start_mark
+            )
+        seen[key] = True
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+# ---- pass 2: ${ENV} and *_file ------------------------------------------------------------
+
+_ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(
+    node: Any, path: list[str | int], env: Mapping[str, str], problems: list[tuple[str, str]]
+) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand_env(v, [*path, k], env, problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v, [*path, i], env, problems) for i, v in enumerate(node)]
+    if isinstance(node, str):
+
+        def sub(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            name = m.group(1)
+            if name not in env:
+                problems.append((key_path(path), f"environment variable ${{{name}}} is not defined"))
+                return ""
+            return env[name]
+
+        return _ENV_RE.sub(sub, node)
+    return node
+
+
+def _read_credential_files(
+    creds: dict[str, Any], path: list[str | int], problems: list[tuple[str, str]]
+) -> dict[str, Any]:
+    out = dict(creds)
+    for key in [k for k in creds if isinstance(k, str) and k.endswith("_file")]:
+        base = key[: -len("_file")]
+        where = key_path([*path, key])
+        if base in creds:
+            problems.append((where, f"give either {base} or {key}, not both"))
+            continue
+        file = creds[key]
+        if not isinstance(file, str) or not file:
+            problems.append((where, "must be a file path"))
+            continue
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except OSError as e:
+            problems.append((where, f"cannot read {file}: {e.strerror or e}"))
+            continue
+        except UnicodeDecodeError:
+            problems.append((where, f"cannot read {file}: not UTF-8 text"))
+            continue
+        del out[key]
+        value = text.rstrip("\r\n")
+        if not value:
+            problems.append((where, f"{file} is empty"))
+            continue
+        out[base] = value
+    return out
+
+
+# ---- pass 3: models ---------------------------------------------------------------------
+
+
+class _Top(Strict):
+    global_: GlobalConfig = Field(default_factory=GlobalConfig, alias="global")
+    sources: list[dict[str, Any]] = Field(min_length=1)
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _entries(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            for i, item in enumerate(v):
+                if not isinstance(item, dict):
+                    raise ValueError(
+                        f"entry {i} must be a mapping with name, provider, credentials and targets"
+                    )
+        return v
+
+
+def load_config(file: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate `file`; raise ConfigError naming the file and key paths."""
+    name = str(file)
+    env = os.environ if env is None else env
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(name, [("", f"cannot read the configuration: {e.strerror or e}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(name, [("", "cannot read the configuration: not UTF-8 text")]) from None
+    return parse_config(text, name, env)
+
+
+def parse_config(text: str, name: str, env: Mapping[str, str]) -> Config:
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(name, [("", f"invalid YAML: {at}{problem}")]) from None
+    if raw is None:
+        raise ConfigError(name, [("", "the file is empty; it needs at least one entry under sources")])
+    if not isinstance(raw, dict):
+        raise ConfigError(name, [("", "the top level must be a mapping with global and sources")])
+
+    problems: list[tuple[str, str]] = []
+    raw = _expand_env(raw, [], env, problems)
+    if problems:
+        raise ConfigError(name, problems)
+    try:
+        top = _Top.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(name, pydantic_problems(e, [], _Top)) from None
+
+    sources: list[SourceBase] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(top.sources):
+        where: list[str | int] = ["sources", i]
+        provider_name = entry.get("provider")
+        if provider_name not in PROVIDERS:
+            valid = ", ".join(sorted(PROVIDERS))
+            msg = "missing required key" if provider_name is None else f"unknown provider {provider_name!r}"
+            problems.append((key_path([*where, "provider"]), f"{msg} (valid: {valid})"))
+            continue
+        provider = PROVIDERS[provider_name]
+        file_problems: list[tuple[str, str]] = []
+        if isinstance(entry.get("credentials"), dict):
+            entry = {  # noqa: PLW2901 - the entry with its k_file credentials read
+                **entry,
+                "credentials": _read_credential_files(
+                    entry["credentials"], [*where, "credentials"], file_problems
+                ),
+            }
+        problems.extend(file_problems)
+        try:
+            source = provider.source_model().model_validate(entry)
+        except ValidationError as e:
+            # a `k_file` that failed already has its message; skip the echoes about k and k_file
+            said = {p for p, _ in file_problems}
+            problems.extend(
+                p
+                for p in pydantic_problems(e, where, provider.source_model())
+                if p[0] not in said and f"{p[0]}_file" not in said
+            )
+            continue
+        if source.name in seen:
+            problems.append(
+                (
+                    key_path([*where, "name"]),
+                    f"duplicate source name {source.name!r} (also sources[{seen[source.name]}])",
+                )
+            )
+        seen.setdefault(source.name, i)
+        if source.base_url is None and provider.base_url_for(source) is None:
+            problems.append(
+                (
+                    key_path([*where, "base_url"]),
+                    f"missing required key: provider {provider_name} has no default URL",
+                )
+            )
+        problems.extend(_check_targets(source, where))
+        sources.append(source)
+
+    if problems:
+        raise ConfigError(name, problems)
+    return Config(file=name, global_=top.global_, sources=tuple(sources))
+
+
+def _check_targets(source: SourceBase, where: list[str | int]) -> Iterator[tuple[str, str]]:
+    keys: dict[str, int] = {}
+    streams: dict[str, int] = {}
+    for j, t in enumerate(source.targets):
+        if t.key() in keys:
+            yield (
+                key_path([*where, "targets", j]),
+                f"duplicate target {t.key()!r} (also targets[{keys[t.key()]}])",
+            )
+        elif t.stream_label() in streams:
+            yield (
+                key_path([*where, "targets", j, "name"]),
+                f"stream label {t.stream_label()!r} is already used by targets[{streams[t.stream_label()]}]",
+            )
+        keys.setdefault(t.key(), j)
+        streams.setdefault(t.stream_label(), j)
+    if not source.targets and not source.discovery_enabled():
+        yield (
+            key_path([*where, "targets"]),
+            "no targets: list at least one, or set discover: true where the provider has it",
+        )

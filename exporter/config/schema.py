@@ -1,0 +1,120 @@
+"""The shape every configuration shares; providers subclass the bases with their own keys.
+
+Models are frozen and refuse unknown keys; defaults live on the models and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+
+from exporter.model.durations import parse_duration
+from exporter.model.windows import Window
+
+#: longer durations make no sense for polling and overflow clock arithmetic
+MAX_DURATION = 7 * 86400.0
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"must be a duration string like 30s or 5m, not {type(value).__name__} {value!r}")
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be longer than 0s")
+    if seconds > MAX_DURATION:
+        raise ValueError("must be at most 1w")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+#: a credential: never empty (an empty key is a mis-mounted secret, not a configuration)
+Secret = Annotated[SecretStr, Field(min_length=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, hide_input_in_errors=True)
+
+
+class RateLimit(Strict):
+    requests: int = Field(gt=0)
+    per: Duration
+
+    def window(self) -> Window:
+        return Window(self.requests, self.per)
+
+
+class GlobalConfig(Strict):
+    interval: Duration = 30.0
+    timeout: Duration = 10.0
+    stale_after: Duration = 300.0
+
+
+class TargetBase(Strict):
+    """Keys every target has; providers add theirs."""
+
+    name: str | None = Field(default=None, min_length=1)
+
+    def key(self) -> str:
+        """What identifies the target at the vendor, unique within a source."""
+        raise NotImplementedError
+
+    def default_stream(self) -> str:
+        """The `stream` label when `name` is not set."""
+        return self.key()
+
+    def stream_label(self) -> str:
+        return self.name or self.default_stream()
+
+
+class CredentialsBase(Strict):
+    def secrets(self) -> Iterator[str]:
+        for value in self.__dict__.values():
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                yield value.get_secret_value()
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+
+
+class SourceBase(Strict):
+    """Keys every source has; each provider subclasses it with its credentials and targets."""
+
+    name: str
+    provider: str
+    base_url: str | None = None
+    interval: Duration | None = None
+    rate_limit: tuple[RateLimit, ...] | None = Field(default=None, min_length=1)
+    credentials: CredentialsBase
+    targets: tuple[TargetBase, ...] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("must start with a letter or digit and hold only letters, digits and _ . : -")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+    def discovery_enabled(self) -> bool:
+        """Whether the source also tracks what the vendor lists (providers with `discover`)."""
+        return False
+
+
+class DiscoveringSource(SourceBase):
+    """A source whose provider can list the vendor's streams (`discover: true`)."""
+
+    discover: bool = False
+
+    def discovery_enabled(self) -> bool:
+        return self.discover

@@ -1,0 +1,51 @@
+"""Exporter self-metrics of one source, written by the engine and read by the exposition."""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, field
+
+#: request duration histogram buckets (seconds): vendors answer in 50 ms to 10 s
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class Histogram:
+    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        i = bisect.bisect_left(DURATION_BUCKETS, value)
+        if i < len(self.buckets):
+            self.buckets[i] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, n in zip(DURATION_BUCKETS, self.buckets, strict=True):
+            running += n
+            out.append((repr(bound), float(running)))
+        out.append(("+Inf", float(self.count)))
+        return out
+
+
+@dataclass
+class SourceStats:
+    """Counters and gauges of one source; they survive reloads of the source."""
+
+    provider: str
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    durations: dict[str, Histogram] = field(default_factory=dict)
+    throttled: int = 0
+    limiter_waits: int = 0
+    skipped_points: int = 0
+    budget_rps: float = 0.0
+    interval: float = 0.0
+    targets: int = 0
+
+    def request_done(self, endpoint: str, code: str, duration: float) -> None:
+        self.requests[(endpoint, code)] += 1
+        self.durations.setdefault(endpoint, Histogram()).observe(duration)

@@ -1,0 +1,1 @@
+"""The process: command line, signals, serving, the running exporter and the demo."""

@@ -1,0 +1,68 @@
+"""`--config.check`: what the daemon would poll, with the plan it would follow."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import structlog
+
+from exporter.config.loader import Config
+from exporter.engine.runner import SourceMemory, SourceRunner
+from exporter.model.clock import SYSTEM_CLOCK
+from exporter.model.durations import format_duration
+from exporter.store.store import Store
+
+
+def plans(config: Config) -> dict[str, tuple[float, float, int]]:
+    """Configured interval, effective interval and requests per cycle of every source.
+
+    Built with the same runners the daemon uses (they send nothing until scheduled), so
+    `--config.check` prints exactly the plan the daemon would follow.
+    """
+    # the runners only plan here; anything they log would be noise in a check
+    quiet = structlog.wrap_logger(None, wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+    store = Store()
+    memories = {s.name: SourceMemory.carried(s, None) for s in config.sources}
+    store.keep_sources((s.name, s.provider, memories[s.name].stats) for s in config.sources)
+    out = {}
+    for source in config.sources:
+        runner = SourceRunner(
+            config=config,
+            source=source,
+            sink=store,
+            memory=memories[source.name],
+            clock=SYSTEM_CLOCK,
+            log=quiet,
+        )
+        out[source.name] = (
+            runner.configured_interval,
+            runner.interval,
+            sum(runner.requests_per_cycle().values()),
+        )
+    return out
+
+
+def describe(config: Config, plans: Mapping[str, tuple[float, float, int]]) -> str:
+    """What `--config.check` prints: sources, targets, effective intervals and budgets."""
+    lines = [f"{config.file}: configuration is valid, {len(config.sources)} source(s)"]
+    for s in config.sources:
+        interval, effective, n = plans[s.name]
+        budgets = "; ".join(
+            f"{b}: {' and '.join(str(w) for w in ws)}" for b, ws in config.windows_of(s).items()
+        )
+        note = (
+            ""
+            if effective <= interval
+            else f" (lengthened from {format_duration(interval)} by the rate limit)"
+        )
+        lines.append(f"source {s.name} (provider {s.provider}) {config.base_url_of(s)}")
+        lines.append(
+            f"  interval {format_duration(effective)}{note}, requests per cycle {n}, budget {budgets}"
+        )
+        if s.discovery_enabled():
+            lines.append("  discovery: on (targets are added and removed as the vendor lists them)")
+        for t in s.targets:
+            lines.append(f"  target {t.key()} -> stream={t.stream_label()!r}")
+    lines.extend(f"warning: {w}" for w in config.warnings())
+    return "\n".join(lines)

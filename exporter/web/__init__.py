@@ -1,0 +1,1 @@
+"""The HTTP side: /metrics, the landing page, health, readiness, reload, and web config."""
