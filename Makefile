@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint run tools clean
+.PHONY: demo test lint run tools bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,13 +28,19 @@ tools:
 test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
 
-LINTED := exporter tests grafana
+LINTED := exporter tests grafana bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# the benchmarks of bench/README.md (several minutes; the numbers depend on the machine)
+bench: $(STAMP)
+	$(BIN)/python -m bench.scrape --lag
+	$(BIN)/python -m bench.rss
+	$(BIN)/python -m bench.throughput
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

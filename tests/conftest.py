@@ -23,6 +23,7 @@ from exporter.simulator import create_app as create_sim_app
 from exporter.web.app import create_app
 from tests import fakevendor
 from tests.fakevendor import API_KEY, FakeVendor
+from tests.simrig import Rigs, SimWorld, start_world
 
 
 @pytest.fixture(autouse=True)
@@ -148,3 +149,21 @@ def sim_sources(root: str, *providers: str, **overrides: Any) -> list[dict[str, 
     """The demo configuration's sources for `providers`, each updated with `overrides`."""
     sources = [s for s in demo_config(root)["sources"] if not providers or s["provider"] in providers]
     return [{**s, **overrides} for s in sources]
+
+
+@pytest.fixture
+async def world(aiohttp_server: Any) -> SimWorld:
+    """The simulator on loopback, on one FakeClock started at START, recording every request
+    it receives (`world.seen`)."""
+    return await start_world(aiohttp_server)
+
+
+@pytest.fixture
+async def rigs(
+    world: SimWorld, aiohttp_client: Any, write_config: Callable[..., Path]
+) -> AsyncIterator[Rigs]:
+    """Runners on the world's clock: `rigs.make(sources)` (with the real web app) or
+    `rigs.build(sources)` (runners only)."""
+    r = Rigs(world, aiohttp_client, write_config)
+    yield r
+    await r.close()

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config.loader import Config, load_config
 from exporter.engine.runner import SourceMemory, SourceRunner
-from exporter.model.clock import FakeClock
+from exporter.model.clock import Clock, FakeClock
 from exporter.process import logsetup as exlog
 from exporter.store.exposition import ReloadStatus, StoreCollector
 from exporter.store.store import Store
@@ -59,7 +59,7 @@ def fake_time_log(clock: FakeClock) -> TimedLog:
 @dataclass
 class Rig:
     config: Config
-    clock: FakeClock
+    clock: Any
     store: Store = field(default_factory=Store)
     runners: dict[str, SourceRunner] = field(default_factory=dict)
     reload_status: ReloadStatus = field(default_factory=ReloadStatus)
@@ -81,7 +81,7 @@ class Rig:
         return parse(generate_latest(registry).decode())
 
 
-def build_rig(config_file: Path, clock: FakeClock | None = None) -> Rig:
+def build_rig(config_file: Path, clock: Clock | None = None) -> Rig:
     config = load_config(config_file)
     rig = Rig(config=config, clock=clock or FakeClock())
     memories = {s.name: SourceMemory.carried(s, None) for s in config.sources}

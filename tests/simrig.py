@@ -88,7 +88,9 @@ class SimWorld:
 
 async def start_world(aiohttp_server: Callable[..., Awaitable[Any]], start: float = START) -> SimWorld:
     clock = FakeClock(start)
-    sim = Simulator(clock=clock.time, monotonic=clock.monotonic, slow_seconds=2.0, hang_seconds=5.0)
+    sim = Simulator(
+        clock=clock.time, monotonic=clock.monotonic, sleep=clock.sleep, slow_seconds=2.0, hang_seconds=5.0
+    )
     requests: list[Seen] = []
 
     @web.middleware

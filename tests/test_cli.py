@@ -217,7 +217,7 @@ BROKEN = [
         "unknown key in a source",
         {"sources": [source(colour="red")]},
         "sources[0].colour: unknown key (valid keys: name, provider, base_url, interval, rate_limit, "
-        "credentials, targets, discover, batch_size, app_metrics)",
+        "max_in_flight, credentials, targets, discover, batch_size, app_metrics)",
     ),
     (
         "bad duration",

@@ -69,7 +69,7 @@ BROKEN: list[tuple[str, str, str]] = [
         "unknown key in a source lists the provider's keys",
         sources(src(extra="colour: red")),
         "sources[0].colour: unknown key (valid keys: name, provider, base_url, interval, rate_limit, "
-        "credentials, targets, discover, batch_size, app_metrics)",
+        "max_in_flight, credentials, targets, discover, batch_size, app_metrics)",
     ),
     (
         "unknown key in a target",

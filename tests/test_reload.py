@@ -29,8 +29,8 @@ async def test_an_unchanged_source_keeps_its_runner_session_polls_and_schedule(
     write_config, running, aiohttp_server
 ):
     clock = FakeClock()
-    # "steady" answers in 1 s, so a poll is in flight whenever the reload happens
-    steady = FakeVendor(slow_seconds=1.0, faults={"a": "slow", "b": "slow", "c": "slow"})
+    # "steady" answers in 0.9 s, so a poll is likely in flight when the reload happens
+    steady = FakeVendor(slow_seconds=0.9, faults={"a": "slow", "b": "slow", "c": "slow"})
     edited = FakeVendor()
     steady_url = await serve(aiohttp_server, steady, clock)
     edited_url = await serve(aiohttp_server, edited, clock)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 import exporter.simulator as simulator_package
+from exporter.model.clock import FakeClock as LoopClock
 from exporter.providers.signing import sfd_sign_headers, tencent_usersig
 from exporter.simulator import (
     BASE_PATHS,
@@ -29,12 +33,17 @@ from exporter.simulator import (
     END_AFTER,
     ENDED_BEFORE,
     ENDED_DURATION,
+    FAULT_KINDS,
     START_AFTER,
     VENDORS,
+    Latency,
+    Network,
+    Pieces,
     Simulator,
     VendorSim,
     create_app,
     demo_config,
+    demo_simulator,
     register,
     start_simulator,
     unregister,
@@ -57,6 +66,7 @@ from exporter.simulator.tencent import DEMO_APP_ID as DEMO_TENCENT_APP_ID
 from exporter.simulator.tencent import DEMO_IDENTIFIER as DEMO_TENCENT_IDENTIFIER
 from exporter.simulator.tencent import DEMO_SECRET as DEMO_TENCENT_SECRET
 from exporter.simulator.tencent import DESTROY_AFTER_END as TENCENT_DESTROY_AFTER_END
+from exporter.simulator.tencent import Tencent
 
 Client = TestClient[Any, Any]
 
@@ -279,7 +289,7 @@ class Echo(VendorSim):
         return {"credentials": {"api_key": "echo-key"}, "targets": [{"id": k} for k in cls.demo_keys()]}
 
     def add_routes(self, app: web.Application) -> None:
-        async def handle(request: web.Request) -> web.Response:
+        async def handle(request: web.Request) -> web.StreamResponse:
             key = request.match_info["key"]
 
             def produce() -> Reply:
@@ -884,7 +894,7 @@ def _free_port() -> int:
 def test_module_runs_standalone() -> None:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter.simulator", "--listen", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "exporter.simulator", "--listen", f"127.0.0.1:{port}", "--demo-network"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -904,6 +914,8 @@ def test_module_runs_standalone() -> None:
                 time.sleep(0.1)
         assert answer.startswith(b"HTTP/1.1 200") or answer.startswith(b"HTTP/1.0 200")
         assert b"vp-news/audio" in answer
+        network = json.loads(answer.partition(b"\r\n\r\n")[2])["network"]
+        assert network["tencent"]["latency"]["mean"] == DEMO_TENCENT_LATENCY[0]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -917,3 +929,492 @@ async def test_start_simulator_in_the_running_loop() -> None:
             assert resp.status == 200
     finally:
         await running.close()
+
+
+# ---------------------------------------------------------------------- a realistic network
+#
+# Latency, answers in pieces, cut and reset connections, catalogs of thousands of streams.
+# Where time matters the simulator runs on the exporter's FakeClock (`LoopClock`), whose
+# sleep the simulator takes: fake seconds pass with no real waiting.
+
+CF_LIST = f"{CF}/livestreams"
+DEMO_TENCENT_LATENCY = Tencent.demo_latency
+CF_OVERALL = f"{CF}/analytics/livestreams/overall"
+
+
+@pytest.fixture
+def loop_clock() -> LoopClock:
+    return LoopClock(START)
+
+
+def on_loop_clock(clock: LoopClock, **kwargs: Any) -> Simulator:
+    return Simulator(clock=clock.time, monotonic=clock.monotonic, sleep=clock.sleep, **kwargs)
+
+
+async def loop_client(aiohttp_client: Any, sim: Simulator) -> Client:
+    c: Client = await aiohttp_client(create_app(sim))
+    return c
+
+
+def test_the_network_is_off_by_default_and_typical_in_the_demo() -> None:
+    plain = Simulator()
+    demo = demo_simulator()
+    for vendor in VENDORS:
+        assert plain.network[vendor].latency.off and plain.network[vendor].pieces == Pieces()
+        cls = demo.vendor(vendor)
+        mean, jitter = cls.demo_latency
+        assert 0.0 < jitter < mean <= 0.5, vendor  # modest and realistic
+        assert demo.network[vendor].latency == Latency(mean, jitter)
+        pieces = demo.network[vendor].pieces
+        if cls.list_endpoints:
+            assert pieces.size > 0 and pieces.gap > 0 and pieces.endpoints == cls.list_endpoints
+        else:
+            assert pieces == Pieces()
+    listing = {v for v in VENDORS if demo.vendor(v).list_endpoints}
+    assert {"cloudflare", "tencent", "swiftfederation"} <= listing
+    demo.clear_network("tencent")
+    assert demo.network["tencent"].latency.off and not demo.network["cloudflare"].latency.off
+    with pytest.raises(ValueError):
+        Latency(-1.0)
+    with pytest.raises(ValueError):
+        Latency(0.1, arrival=1.5)
+    with pytest.raises(ValueError):
+        Pieces(size=-1)
+
+
+async def test_without_latency_the_simulator_never_sleeps(aiohttp_client: Any, loop_clock: LoopClock) -> None:
+    """Off by default: no sleep at all, arrival = receipt, as before."""
+    sim = on_loop_clock(loop_clock)
+    client = await loop_client(aiohttp_client, sim)
+    assert (await client.get(gjirafa_path(), headers=GJ_AUTH)).status == 200
+    (record,) = sim.log.records
+    assert record.received == record.time == record.answered == record.finished == loop_clock.monotonic()
+    assert record.latency == 0.0 and loop_clock.slept == []
+
+
+async def test_latency_with_jitter_and_arrival_between_send_and_answer(
+    aiohttp_client: Any, loop_clock: LoopClock
+) -> None:
+    """Answer times stay within mean ± jitter; each request is counted (arrives) between its
+    send and its answer, in fake time; real time stays tiny."""
+    sim = on_loop_clock(loop_clock, seed=7)
+    sim.set_latency("gjirafa", 0.2, 0.05)
+    client = await loop_client(aiohttp_client, sim)
+    real = time.perf_counter()
+    fractions: list[float] = []
+    for _ in range(40):
+        sent = loop_clock.monotonic()
+        assert (await client.get(gjirafa_path(), headers=GJ_AUTH)).status == 200
+        answered = loop_clock.monotonic()
+        record = sim.log.records[-1]
+        assert record.received == sent
+        assert sent <= record.time <= answered
+        assert 0.15 <= record.latency <= 0.25
+        assert answered - sent == pytest.approx(record.latency, abs=1e-9)
+        assert record.answered == pytest.approx(answered, abs=1e-9)
+        fractions.append((record.time - sent) / record.latency)
+    latencies = [r.latency for r in sim.log.records]
+    assert len(set(latencies)) == len(latencies)  # jittered
+    assert min(fractions) < 0.25 and max(fractions) > 0.75  # arrival drawn per request
+    # Reproducible: the same seed, the same draws.
+    again = Simulator(seed=7)
+    assert [Latency(0.2, 0.05).draw(again.random)[0] for _ in range(40)] == latencies
+    # A latency of a minute takes a minute of fake time, not of real time.
+    sim.set_latency("gjirafa", 60.0, 0.0, arrival=0.5)
+    sent = loop_clock.monotonic()
+    assert (await client.get(gjirafa_path(), headers=GJ_AUTH)).status == 200
+    assert loop_clock.monotonic() - sent == pytest.approx(60.0)
+    assert sim.log.records[-1].time == pytest.approx(sent + 30.0)
+    assert time.perf_counter() - real < 5.0  # 68 fake seconds
+
+
+async def test_the_limiter_counts_a_request_when_it_arrives(
+    echo: type[Echo], aiohttp_client: Any, loop_clock: LoopClock
+) -> None:
+    """A request sent before a window's edge and arriving after it counts in the later window."""
+    sim = on_loop_clock(loop_clock)
+    sim.limits["echo"]["*"] = [(1, 10.0)]  # one request in any 10 s
+    client = await loop_client(aiohttp_client, sim)
+    t0 = loop_clock.monotonic()
+    sim.set_latency("echo", 3.0, arrival=1.0)  # sent at t0, it arrives (is counted) at t0 + 3
+    assert (await client.get("/echo/echo-one")).status == 200
+    first = sim.log.records[-1]
+    assert (first.received, first.time) == (t0, t0 + 3.0)
+    sim.clear_network("echo")
+    loop_clock.advance(t0 + 12.0 - loop_clock.monotonic())
+    # 12 s after the first was sent, 9 s after it arrived: the vendor's window still holds it.
+    assert (await client.get("/echo/echo-one")).status == 429
+    loop_clock.advance(1.5)  # 10.5 s after it arrived
+    assert (await client.get("/echo/echo-one")).status == 200
+    assert sim.max_in_window("echo", 10.0) == 2  # the arrival times: t0 + 3, t0 + 12 (refused)
+
+
+@pytest.mark.parametrize("holds_until_answer", [True, False])
+async def test_a_client_that_holds_requests_until_their_answer_is_never_refused(
+    echo: type[Echo], aiohttp_client: Any, loop_clock: LoopClock, holds_until_answer: bool
+) -> None:
+    """Bursts of `limit` requests with jittered latency: a client that keeps each request in its
+    window from send until the answer is never refused; one that counts only at send is, at
+    a window's edge (a request that arrived late still counts when a new one arrives early)."""
+    limit, per = 5, 2.0
+    sim = on_loop_clock(loop_clock, seed=11)
+    sim.limits["echo"]["*"] = [(limit, per)]
+    sim.set_latency("echo", 0.5, 0.5)  # 0 to 1 s, arriving anywhere in it
+    client = await loop_client(aiohttp_client, sim)
+
+    async def one() -> tuple[int, float]:
+        resp = await client.get("/echo/echo-one")
+        return resp.status, loop_clock.monotonic()
+
+    statuses: list[int] = []
+    for _ in range(20):
+        sent = loop_clock.monotonic()
+        answers = await asyncio.gather(*(one() for _ in range(limit)))
+        statuses += [status for status, _ in answers]
+        free = (max(t for _, t in answers) if holds_until_answer else sent) + per
+        await loop_clock.sleep(free - loop_clock.monotonic())
+    refused = statuses.count(429)
+    if holds_until_answer:
+        assert refused == 0
+    else:
+        assert refused > 0
+    assert set(statuses) <= {200, 429}
+
+
+async def test_answers_in_pieces_arrive_in_pieces(aiohttp_client: Any, loop_clock: LoopClock) -> None:
+    sim = on_loop_clock(loop_clock, seed=1)
+    sim.add_streams("cloudflare", 60)
+    sim.set_pieces("cloudflare", 1024, 0.05, endpoints=["livestreams"])
+    client = await loop_client(aiohttp_client, sim)
+    url = f"{CF_LIST}?per_page=100"
+    real = time.perf_counter()
+    # One read gets the first piece only.
+    resp = await client.get(url, headers=CF_AUTH)
+    length = int(resp.headers["Content-Length"])
+    assert length > 10 * 1024 and "Transfer-Encoding" not in resp.headers
+    first = await resp.content.read(1 << 20)
+    assert len(first) == 1024
+    rest = await resp.read()
+    assert len(first) + len(rest) == length
+    # Reading the whole answer gets all of it, in fake time: a gap between every two pieces.
+    began = loop_clock.monotonic()
+    resp = await client.get(url, headers=CF_AUTH)
+    whole = await resp.read()
+    assert len(whole) == int(resp.headers["Content-Length"]) and len(json.loads(whole)["data"]) == 65
+    pieces = -(-len(whole) // 1024)
+    assert loop_clock.monotonic() - began == pytest.approx((pieces - 1) * 0.05)
+    record = sim.log.records[-1]
+    assert record.finished is not None and record.answered is not None
+    assert record.finished - record.answered == pytest.approx((pieces - 1) * 0.05)
+    # Other endpoints are answered whole.
+    resp = await client.get(CF_OVERALL, headers=CF_AUTH)
+    assert resp.status == 200 and loop_clock.monotonic() == sim.log.records[-1].finished
+    # Chunked transfer encoding: no Content-Length, still in pieces.
+    sim.set_pieces("cloudflare", 2048, 0.01, jitter=0.01, chunked=True)
+    resp = await client.get(url, headers=CF_AUTH)
+    assert resp.headers.get("Transfer-Encoding") == "chunked" and "Content-Length" not in resp.headers
+    assert 0 < len(await resp.content.read(1 << 20)) <= 2048
+    resp = await client.get(url, headers=CF_AUTH)
+    assert len(json.loads(await resp.read())["data"]) == 65
+    assert time.perf_counter() - real < 5.0
+
+
+async def test_fault_cut_promises_the_whole_body_then_closes(client: Client, sim: Simulator) -> None:
+    assert {"cut", "reset", "truncated"} <= set(FAULT_KINDS)
+    sim.add_streams("cloudflare", 30)
+    sim.inject("cloudflare", "cut")
+    resp = await client.get(f"{CF_LIST}?per_page=100", headers=CF_AUTH)
+    assert resp.status == 200
+    promised = int(resp.headers["Content-Length"])
+    with pytest.raises(aiohttp.ClientPayloadError, match="Not enough data"):
+        await resp.read()
+    assert sim.log.records[-1].fault == "cut"
+    # On the wire: the headers promise `promised` bytes, fewer come, then an orderly close.
+    sim.inject("cloudflare", "cut")
+    head, body, error = await raw_get(client, f"{CF_LIST}?per_page=100", CF_AUTH)
+    assert error is None and f"content-length: {promised}".encode() in head.lower()
+    assert 0 < len(body) < promised
+    # In pieces, with chunked encoding: the last chunk never comes.
+    sim.set_pieces("cloudflare", 512, chunked=True)
+    sim.inject("cloudflare", "cut")
+    resp = await client.get(f"{CF_LIST}?per_page=100", headers=CF_AUTH)
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
+    # The next answer is whole again.
+    assert len((await (await client.get(f"{CF_LIST}?per_page=100", headers=CF_AUTH)).json())["data"]) == 35
+
+
+async def test_fault_reset_resets_the_connection(client: Client, sim: Simulator) -> None:
+    sim.add_streams("cloudflare", 30)
+    sim.inject("cloudflare", "reset")
+    resp = await client.get(f"{CF_LIST}?per_page=100", headers=CF_AUTH)
+    assert resp.status == 200
+    # aiohttp reports the body cut short by the reset (ConnectionResetError inside).
+    with pytest.raises(aiohttp.ClientPayloadError, match="ConnectionResetError"):
+        await resp.read()
+    assert sim.log.records[-1].fault == "reset"
+    # On the wire: part of the body, then a TCP RST (ECONNRESET), not an orderly close.
+    sim.inject("cloudflare", "reset")
+    head, body, error = await raw_get(client, f"{CF_LIST}?per_page=100", CF_AUTH)
+    assert isinstance(error, ConnectionResetError)
+    assert head.startswith(b"HTTP/1.1 200") and 0 < len(body) < int(content_length(head))
+    # A reset of a request whose body is in pieces: a connection error too.
+    sim.set_pieces("cloudflare", 512, 0.001)
+    sim.inject("cloudflare", "reset")
+    resp = await client.get(f"{CF_LIST}?per_page=100", headers=CF_AUTH)
+    with pytest.raises(aiohttp.ClientPayloadError, match="ConnectionResetError"):
+        await resp.read()
+    assert (await client.get(f"{CF_LIST}?per_page=100", headers=CF_AUTH)).status == 200
+
+
+def content_length(head: bytes) -> str:
+    for line in head.decode().split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.lower() == "content-length":
+            return value.strip()
+    raise AssertionError("no Content-Length")
+
+
+async def raw_get(client: Client, path: str, headers: dict[str, str]) -> tuple[bytes, bytes, OSError | None]:
+    """GET over a bare socket: (head, body bytes received, the error that ended the read or None at EOF)."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    lines = [f"GET {path} HTTP/1.1", f"Host: {client.server.host}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    data = b""
+    error: OSError | None = None
+    try:
+        while chunk := await reader.read(65536):
+            data += chunk
+    except OSError as exc:
+        error = exc
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body, error
+
+
+async def test_slow_and_timeout_faults_wait_on_the_simulators_sleep(
+    aiohttp_client: Any, loop_clock: LoopClock
+) -> None:
+    sim = on_loop_clock(loop_clock, slow_seconds=30.0, hang_seconds=90.0)
+    client = await loop_client(aiohttp_client, sim)
+    real = time.perf_counter()
+    sim.inject("gjirafa", "slow")
+    began = loop_clock.monotonic()
+    assert (await client.get(gjirafa_path(), headers=GJ_AUTH)).status == 200
+    assert loop_clock.monotonic() - began == pytest.approx(30.0)
+    sim.inject("gjirafa", "timeout")
+    began = loop_clock.monotonic()
+    assert (await client.get(gjirafa_path(), headers=GJ_AUTH)).status == 504
+    assert loop_clock.monotonic() - began == pytest.approx(90.0)
+    assert time.perf_counter() - real < 5.0  # two minutes of fake time
+
+
+# ---------------------------------------------------------------------- catalogs of thousands
+
+
+def test_add_streams_makes_keys_of_each_vendors_shape(sim: Simulator) -> None:
+    shapes = {
+        "fermion": lambda k: k.startswith("session-"),
+        "cloudflare": lambda k: str(uuid.UUID(k)) == k,
+        "tencent": lambda k: len(k) <= 48 and k.isascii(),
+        "swiftfederation": lambda k: k.startswith("live.example.com/demoapp/") and k.count("/") == 2,
+        "gjirafa": lambda k: k.count("/") == 1 and k.split("/")[1] in ("audio", "video"),
+    }
+    assert set(shapes) == set(VENDORS)
+    for vendor, shape in shapes.items():
+        keys = sim.add_streams(vendor, 4) + sim.add_streams(vendor, 3, scenario="starts")
+        assert len(set(keys)) == 7 and all(shape(k) for k in keys), keys
+        assert not set(keys) & set(DEMO_STREAMS[vendor])
+        assert all(sim.find(vendor, k) is not None for k in keys[:4])
+        assert sim.viewers(vendor, keys[0]) > 0
+        assert all(sim.viewers(vendor, k) == 0 for k in keys[4:])  # "starts": not live yet
+    with pytest.raises(ValueError, match="scenario"):
+        sim.add_streams("tencent", 1, scenario="meteor")
+    with pytest.raises(ValueError):
+        sim.add_streams("tencent", -1)
+    sim.reset()
+    assert sorted(sim.streams["tencent"]) == sorted(DEMO_STREAMS["tencent"])
+    assert sim.add_streams("tencent", 1) == ["live_room_000001"]  # numbering starts again
+
+
+async def test_every_list_pages_through_ten_thousand_streams(
+    client: Client, sim: Simulator, clock: FakeClock
+) -> None:
+    """The Cloudflare livestream list and the Tencent room list page through all of them; the
+    SwiftFederation stream list has no pages and lists all of one domain at once."""
+    n = 10_000
+    added = {vendor: sim.add_streams(vendor, n) for vendor in ("cloudflare", "tencent", "swiftfederation")}
+
+    ids: list[str] = []
+    for page_no in range(1, 200):
+        r = await client.get(f"{CF_LIST}?page_no={page_no}&per_page=100", headers=CF_AUTH)
+        body = await r.json()
+        ids += [d["id"] for d in body["data"]]
+        if body["paging"]["end_offset"] >= body["paging"]["total_count"]:
+            break
+    assert body["paging"]["total_count"] == len(ids) == len(set(ids)) == n + 5  # 5 demo ones exist now
+    assert ids[5:] == added["cloudflare"]
+
+    rooms: list[str] = []
+    cursor = ""
+    for _ in range(200):
+        page = await tencent_post(client, clock, "get_room_list", {"Next": cursor, "Count": 100})
+        assert page["ErrorCode"] == 0, page
+        rooms += [room["RoomId"] for room in page["Response"]["RoomList"]]
+        cursor = page["Response"]["Next"]
+        clock.advance(0.11)  # 10 room lists a second
+        if not cursor:
+            break
+    assert len(rooms) == len(set(rooms)) == n + 4 and rooms[4:] == added["tencent"]
+
+    query = "domain=live.example.com&app=demoapp&status=active&streamingStatus=streaming"
+    resp = await sfd_get(client, clock, f"{SFD_STREAMS}?{query}")
+    assert resp.status == 200
+    streams = (await resp.json())["streams"]
+    keys = [f"{s['domain']}/{s['app']}/{s['stream']}" for s in streams]
+    assert len(keys) == len(set(keys)) == n + 4 and keys[4:] == added["swiftfederation"]
+    # One of them, through the domain's aggregate and by its own key.
+    last = added["swiftfederation"][-1]
+    one = await sfd_get(client, clock, f"{SFD_VIEWERS}?{sfd_query(last)}")
+    assert (await one.json())["data"][-1]["concurrentViewers"] == sim.viewers("swiftfederation", last)
+
+
+@contextmanager
+def stream_touches() -> Iterator[list[int]]:
+    """Counts every attribute read of every SimStream (scanning streams reads each one's)."""
+    count = [0]
+    original = SimStream.__getattribute__
+
+    def counting(self: SimStream, name: str) -> Any:
+        count[0] += 1
+        return original(self, name)
+
+    SimStream.__getattribute__ = counting  # type: ignore[method-assign]
+    try:
+        yield count
+    finally:
+        SimStream.__getattribute__ = original  # type: ignore[method-assign]
+
+
+async def test_a_request_costs_the_same_among_ten_as_among_ten_thousand(aiohttp_client: Any) -> None:
+    """A request about one stream looks at that stream only (lookups by key); a list page, once
+    the list is known, at that page only: measured by counting reads of stream attributes."""
+    costs: dict[int, dict[str, int]] = {}
+    for n in (10, 10_000):
+        clock = FakeClock()
+        sim = Simulator(clock=clock)
+        added = {vendor: sim.add_streams(vendor, n) for vendor in VENDORS}
+        client: Client = await aiohttp_client(create_app(sim))
+        clock.advance(30)
+        requests = one_stream_requests(client, clock, added)
+        # The lists are known once: their first page may look at every stream.
+        await client.get(f"{CF_LIST}?per_page=5", headers=CF_AUTH)
+        await tencent_post(client, clock, "get_room_list", {"Next": "", "Count": 5})
+        costs[n] = {}
+        for name, request in requests.items():
+            with stream_touches() as touched:
+                answer = await request()
+            if isinstance(answer, aiohttp.ClientResponse):
+                assert answer.status == 200, name
+            else:
+                assert answer["ErrorCode"] == 0, name
+            costs[n][name] = touched[0]
+        await client.close()
+    assert costs[10] == costs[10_000]
+    assert all(0 < cost < 2000 for cost in costs[10_000].values()), costs
+
+
+def one_stream_requests(
+    client: Client, clock: FakeClock, added: dict[str, list[str]]
+) -> dict[str, Callable[[], Awaitable[Any]]]:
+    """Requests about one stream each (the first streams added), and a later page of each list."""
+    cf_id = added["cloudflare"][0]
+    return {
+        "gjirafa": lambda: client.get(gjirafa_path(added["gjirafa"][1]), headers=GJ_AUTH),
+        "swiftfederation": lambda: sfd_get(
+            client, clock, f"{SFD_VIEWERS}?{sfd_query(added['swiftfederation'][0])}"
+        ),
+        "fermion": lambda: fermion_post(client, added["fermion"][0]),
+        "cloudflare": lambda: client.get(
+            f"{CF}/livestreams/{cf_id}/active-livestream-session", headers=CF_AUTH
+        ),
+        "cloudflare-livestream": lambda: client.get(f"{CF}/livestreams/{cf_id}", headers=CF_AUTH),
+        "tencent": lambda: tencent_post(client, clock, "get_room_stats", {"RoomId": added["tencent"][0]}),
+        "cloudflare-page": lambda: client.get(f"{CF_LIST}?page_no=2&per_page=5", headers=CF_AUTH),
+        "tencent-page": lambda: tencent_post(
+            client, clock, "get_room_list", {"Next": tencent_cursor(5), "Count": 5}
+        ),
+    }
+
+
+def tencent_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode("ascii")
+
+
+def test_views_follow_time_and_changes(sim: Simulator, clock: FakeClock) -> None:
+    """The cached lists change when a stream is created, starts or ends by its timings, when
+    one is changed through the simulator, and when time goes back."""
+    late = next(k for k, s in DEMO_SCENARIOS["tencent"].items() if s == "starts")
+    before = [s.key for s in sim.visible("tencent")]
+    assert late not in before
+    clock.advance(START_AFTER)
+    assert late in [s.key for s in sim.visible("tencent")]
+    sim.remove_stream("tencent", late)
+    assert late not in [s.key for s in sim.visible("tencent")]
+    sim.start_stream("tencent", late)
+    assert late in [s.key for s in sim.visible("tencent")]
+    live = sim.view("tencent", "live", lambda s, now: s.is_live(now))
+    assert late in [s.key for s in live]
+    sim.end_stream("tencent", late)
+    assert late not in [s.key for s in sim.view("tencent", "live", lambda s, now: s.is_live(now))]
+    clock.t = START
+    assert [s.key for s in sim.visible("tencent")] == before
+    with pytest.raises(ValueError):
+        sim.view("tencent", "named-without-keep")
+
+
+# ---------------------------------------------------------------------- control of the network and catalogs
+
+
+async def test_http_control_of_latency_pieces_and_catalogs(client: Client, sim: Simulator) -> None:
+    async def control(**args: Any) -> aiohttp.ClientResponse:
+        return await client.post("/_sim/control", json=args)
+
+    r = await control(action="latency", vendor="tencent", mean=0.3, jitter=0.1, arrival=0.25)
+    assert r.status == 200
+    assert sim.network["tencent"].latency == Latency(0.3, 0.1, 0.25)
+    assert (await control(action="latency", mean=0.05)).status == 200  # every vendor
+    assert all(sim.network[v].latency == Latency(0.05) for v in VENDORS)
+    r = await control(
+        action="pieces", vendor="cloudflare", size=4096, gap=0.01, chunked=True, endpoints=["livestreams"]
+    )
+    assert r.status == 200
+    assert sim.network["cloudflare"].pieces == Pieces.of(4096, 0.01, chunked=True, endpoints=["livestreams"])
+    assert (await control(action="network", value="off")).status == 200
+    assert all(sim.network[v] == Network() for v in VENDORS)
+    assert (await control(action="network", vendor="fermion", value="demo")).status == 200
+    assert sim.network["fermion"].latency == Latency(*sim.vendor("fermion").demo_latency)
+    assert (await control(action="seed", value=5)).status == 200
+    r = await control(action="add_streams", vendor="tencent", count=1000, scenario="steady")
+    assert r.status == 200
+    keys = (await r.json())["streams"]
+    assert len(keys) == 1000 and all(sim.find("tencent", k) for k in keys)
+    state = await (await client.get("/_sim/state")).json()
+    assert state["network"]["fermion"]["latency"]["mean"] == sim.vendor("fermion").demo_latency[0]
+    assert len(state["streams"]["tencent"]) == 1005
+    for bad in (
+        {"action": "latency", "vendor": "tencent", "mean": -1},
+        {"action": "latency", "mean": 0.1, "arrival": 2},
+        {"action": "pieces", "size": 1.5},
+        {"action": "pieces", "size": 10, "endpoints": "livestreams"},
+        {"action": "network", "value": "fast"},
+        {"action": "add_streams", "vendor": "tencent", "count": "many"},
+        {"action": "add_streams", "vendor": "tencent", "count": 1, "scenario": "meteor"},
+        {"action": "add_streams", "vendor": "nobody", "count": 1},
+    ):
+        assert (await control(**bad)).status == 400, bad
+    # The network is configuration: a reset keeps it (and drops the added streams).
+    assert (await control(action="reset")).status == 200
+    assert not sim.network["fermion"].latency.off and len(sim.streams["tencent"]) == 5

@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import sys
 import time
+import zlib
 from asyncio.subprocess import PIPE
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ import aiohttp
 import bcrypt
 import pytest
 import yaml
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+from prometheus_client.parser import text_string_to_metric_families as text_parse
 
 from exporter import __version__
 from exporter.process import daemon
@@ -168,6 +171,9 @@ async def test_gzip_when_asked(vendor, vendor_url, write_config, running):
     assert body[:2] == b"\x1f\x8b", "not a gzip stream"
     unzipped = gzip.decompress(body)
     assert exporter_part(unzipped) == exporter_part(plain.encode())
+    # one gzip member (some clients decode only the first one)
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    assert d.decompress(body) == unzipped and d.eof and d.unused_data == b""
 
 
 async def test_openmetrics_when_negotiated(vendor, vendor_url, write_config, running):
@@ -182,9 +188,20 @@ async def test_openmetrics_when_negotiated(vendor, vendor_url, write_config, run
     assert "# TYPE livestream_exporter_api_requests counter" in text
     assert "livestream_exporter_api_requests_total{" in text
     # and the default is the classic text format
-    r, text = await scrape(client)
+    r, plain = await scrape(client)
     assert r.headers["Content-Type"].startswith("text/plain; version=")
-    assert "# EOF" not in text
+    assert "# EOF" not in plain
+    # both parse, with the same families and samples
+    assert _series(om_parse(text)) == _series(text_parse(plain))
+
+
+def _series(fams: Any) -> dict[str, list[tuple[str, list[tuple[str, str]]]]]:
+    """The exporter's families (not the process metrics) as name -> sorted (sample, labels)."""
+    return {
+        f.name: sorted((s.name, sorted(s.labels.items())) for s in f.samples)
+        for f in fams
+        if not f.name.startswith(("process_", "python_"))
+    }
 
 
 # ---- /metrics: the exporter's self-metrics ---------------------------------------------
@@ -306,11 +323,12 @@ async def test_landing_page(vendor, vendor_url, write_config, running):
         if cells:
             rows[cells[2]] = cells
     assert set(rows) == {"tv/a", "tv/b", html.escape("<b>x</b>")}, rows
-    source, provider, _, _, health, last_success, last_error, _ = rows["tv/a"]
+    source, provider, _, _, health, last_success, age, last_error, _ = rows["tv/a"]
     assert (source, provider, health, last_error) == ("tv", "testvendor", "up", "")
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", last_success), last_success
-    _, _, _, _, health, last_success, last_error, _ = rows["tv/b"]
-    assert (health, last_success, last_error) == ("down", "never", "upstream")
+    assert re.fullmatch(r"\d+(ms|s)", age), age
+    _, _, _, _, health, last_success, age, last_error, _ = rows["tv/b"]
+    assert (health, last_success, age, last_error) == ("down", "never", "-", "upstream")
     assert "<b>x</b>" not in page, "stream names must be HTML-escaped"
 
 
@@ -446,8 +464,8 @@ async def test_landing_page_shows_intervals_as_durations(vendor, vendor_url, wri
     intervals = {}
     for row in re.findall(r"<tr>(.*?)</tr>", page, re.S):
         cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
-        if len(cells) == 8:
-            intervals[cells[2]] = cells[7]
+        if len(cells) == 9:
+            intervals[cells[2]] = cells[8]
     assert intervals["tv/a"] == "1m30s", intervals
     assert {intervals[f"tv/{i}"] for i in ids} == {"70d"}, intervals
     assert "e+" not in page

@@ -87,6 +87,8 @@ class SourceBase(Strict):
     base_url: str | None = None
     interval: Duration | None = None
     rate_limit: tuple[RateLimit, ...] | None = Field(default=None, min_length=1)
+    #: requests of this source in flight at once; by default derived from the budget and the timeout
+    max_in_flight: int | None = Field(default=None, ge=1, le=1000)
     credentials: CredentialsBase
     targets: tuple[TargetBase, ...] = ()
 

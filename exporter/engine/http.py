@@ -1,14 +1,16 @@
 """One HTTP client per source: budget, timeout and request reporting in one place.
 
 Providers see it as a `Transport`; it reports every request to a `RequestObserver`
-(the source's runner), never to the store.
+(the source's runner), never to the store.  A request holds its place in the budget from
+the moment it is sent until the vendor's answer starts to arrive (its status line: the
+vendor has counted the request by then), or the timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -21,9 +23,17 @@ from exporter.providers.transport import Response, raise_for_status
 
 USER_AGENT = f"livestream-exporter/{__version__}"
 MAX_BODY = 8 * 1024 * 1024
+_READ_SIZE = 64 * 1024
+#: aiohttp's own timeout, a safety net behind the clock's (which tests can move)
+_NET_SLACK = 1.0
+
+T = TypeVar("T")
 
 
 class RequestObserver(Protocol):
+    def request_started(self) -> None:
+        """A request left (it holds its place in the budget until `request_done`)."""
+
     def request_done(self, endpoint: str, code: str, duration: float) -> None:
         """A request ended: `code` is the HTTP status, `timeout` or `error`."""
 
@@ -32,6 +42,10 @@ class RequestObserver(Protocol):
 
     def points_skipped(self, points: int) -> None:
         """A provider skipped malformed vendor data points."""
+
+
+class _Overtime(Exception):
+    """The clock's timeout passed first."""
 
 
 class HttpClient:
@@ -54,7 +68,7 @@ class HttpClient:
     def _session_or_new(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                timeout=aiohttp.ClientTimeout(total=self._timeout + _NET_SLACK),
                 headers={"User-Agent": USER_AGENT},
                 raise_for_status=False,
             )
@@ -64,9 +78,6 @@ class HttpClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    def _count(self, endpoint: str, code: str, duration: float) -> None:
-        self._observer.request_done(endpoint, code, duration)
 
     def pause_for_window(self, bucket: str = "default") -> None:
         self.limiter.pause_for_window(bucket)
@@ -89,29 +100,72 @@ class HttpClient:
     ) -> Response:
         """Send one request within the budget (see `Transport.request`)."""
         before = self._clock.monotonic()
-        if await self.limiter.acquire(bucket):
+        ticket = await self.limiter.acquire(bucket)
+        if ticket.waited:
             self._observer.limiter_waited()
         self.wait_seconds += self._clock.monotonic() - before
-        session = self._session_or_new()
         start = self._clock.monotonic()
+        self._observer.request_started()
+        code = "error"
+        held = [ticket]
+
+        def answered() -> None:
+            if held:
+                self.limiter.release(held.pop())
+
         try:
-            async with session.request(method, url, params=params, headers=headers, json=json) as resp:
-                body = await resp.content.read(MAX_BODY + 1)
-                if len(body) > MAX_BODY:
-                    raise ParseError(f"{endpoint}: answer larger than {MAX_BODY} bytes")
-                response = Response(endpoint, resp.status, dict(resp.headers), body)
-        except TimeoutError:
-            self._count(endpoint, "timeout", self._clock.monotonic() - start)
+            response = await self._within_timeout(
+                self._exchange(method, url, endpoint, answered, params=params, headers=headers, json=json)
+            )
+            code = str(response.status)
+        except (_Overtime, TimeoutError):
+            code = "timeout"
             raise PollTimeout(f"{endpoint}: no answer within {self._timeout:g}s") from None
         except aiohttp.ClientPayloadError:
-            self._count(endpoint, "error", self._clock.monotonic() - start)
-            raise ParseError(f"{endpoint}: answer cut short") from None
+            raise UpstreamError(f"{endpoint}: the answer was cut short") from None
         except aiohttp.ClientError as e:
-            self._count(endpoint, "error", self._clock.monotonic() - start)
             raise UpstreamError(f"{endpoint}: request failed ({type(e).__name__})") from None
-        except asyncio.CancelledError:
-            raise
-        self._count(endpoint, str(response.status), self._clock.monotonic() - start)
+        finally:
+            answered()  # also when cancelled or timed out: the request may have reached the vendor
+            self._observer.request_done(endpoint, code, self._clock.monotonic() - start)
         if check:
             raise_for_status(response, self._clock.time())
         return response
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str | URL,
+        endpoint: str,
+        answered: Callable[[], None],
+        *,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+        json: Any,
+    ) -> Response:
+        """Send and read the whole answer, however it is cut into pieces on the way;
+        `answered` is called as soon as the answer's status line is in."""
+        session = self._session_or_new()
+        async with session.request(method, url, params=params, headers=headers, json=json) as resp:
+            answered()
+            body = bytearray()
+            async for piece in resp.content.iter_chunked(_READ_SIZE):
+                body += piece
+                if len(body) > MAX_BODY:
+                    raise ParseError(f"{endpoint}: answer larger than {MAX_BODY} bytes")
+            return Response(endpoint, resp.status, dict(resp.headers), bytes(body))
+
+    async def _within_timeout(self, work: Awaitable[T]) -> T:
+        """`work`, or _Overtime once the clock says the timeout has passed."""
+        task = asyncio.ensure_future(work)
+        timer = asyncio.ensure_future(self._clock.sleep(self._timeout))
+        try:
+            await asyncio.wait((task, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            raise _Overtime
+        return task.result()

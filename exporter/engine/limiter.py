@@ -1,45 +1,52 @@
-"""Request budgets: several sliding windows at once, plus back-off.
+"""Request budgets as the vendor counts them: several sliding windows at once, plus back-off.
 
-A vendor that documents "100 per minute and 1000 per hour" means both, in any window,
-so each window keeps a log of the last `requests` send times and a request may go only
-once the oldest of them has left the window.  A log of at most `requests` entries per
-window is exact and small (1000 floats for the hourly swiftfederation window).
+A vendor that documents "100 per minute and 1000 per hour" means both, in any window, and
+it counts a request when the request *arrives*, which can be any time between our send and
+its answer.  So a request occupies every window of its bucket from the moment it is sent
+until its answer (or timeout) plus the window's length: a new request may go only while
+fewer than `requests` are in flight or finished within the last `per` seconds.  Then no
+window can ever hold more than `requests` arrivals, whatever the latencies: of any
+`requests + 1` arrivals inside one window, the last one sent would have found all the
+others in flight or finished less than `per` before it was sent.
 
-Back-off is shared by every bucket of a source: when a vendor says "slow down" it
-rarely cares which endpoint we were calling.
+Completions are logged in the order they happen, at most `requests` per window, so the log
+is exact and small (1000 floats for the hourly swiftfederation window).
+
+Back-off is shared by every bucket of a source: when a vendor says "slow down" it rarely
+cares which endpoint we were calling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from exporter.model.clock import Clock
 from exporter.model.windows import Window
 
-#: a request may be sent this long after the oldest one in a full window expired, so
-#: a closed window of exactly `per` seconds still holds at most `requests` requests.
+#: a request may be sent this long after the entry it waits for has left the window, so a
+#: closed window of exactly `per` seconds still holds at most `requests` requests
 EPSILON = 0.001
 #: a hold-up this short is the edge margin above (a cycle planned exactly at the budget
 #: meets it every time) or timer jitter, not the limiter holding a poll back: not a wait
 WAIT_TOLERANCE = 0.01
 MAX_RETRY_AFTER = 3600.0
+#: 2 ** 30 seconds is far beyond any cap: the exponent stops growing there
+_MAX_EXPONENT = 30
 
 
-class _WindowLog:
-    __slots__ = ("log", "window")
+@dataclass(frozen=True)
+class Ticket:
+    """One request's place in its bucket, from send until `release`."""
 
-    def __init__(self, window: Window) -> None:
-        self.window = window
-        self.log: deque[float] = deque(maxlen=window.requests)
-
-    def earliest(self) -> float:
-        if len(self.log) < self.window.requests:
-            return -math.inf
-        return self.log[0] + self.window.per + EPSILON
+    bucket: str
+    number: int
+    waited: bool
 
 
 class Bucket:
@@ -49,28 +56,48 @@ class Bucket:
         if not windows:
             raise ValueError("a bucket needs at least one window")
         self.windows = tuple(sorted(windows, key=lambda w: (w.per, w.requests)))
-        self._logs = [_WindowLog(w) for w in self.windows]
+        #: completion times, oldest first: enough for the largest window
+        self._done: deque[float] = deque(maxlen=max(w.requests for w in self.windows))
+        self.in_flight = 0
 
     @property
     def requests_per_second(self) -> float:
         return min(w.rate for w in self.windows)
 
-    def interval_for(self, requests_per_cycle: int) -> float:
-        """The shortest cycle that sends `requests_per_cycle` requests within every window."""
+    def interval_for(self, requests_per_cycle: int, answer_seconds: float = 0.0) -> float:
+        """The shortest cycle that sends `requests_per_cycle` requests within every window,
+        each occupying its window for `answer_seconds` longer than the window itself."""
         if requests_per_cycle <= 0:
             return 0.0
-        return max(requests_per_cycle * w.per / w.requests for w in self.windows)
+        return max(requests_per_cycle * (w.per + answer_seconds) / w.requests for w in self.windows)
 
-    def earliest(self) -> float:
-        return max(log.earliest() for log in self._logs)
+    def earliest(self, now: float) -> float:
+        """When a new request fits every window: `now` or later; inf while only a completion
+        of a request in flight can make room."""
+        ready = -math.inf
+        done = self._done
+        for w in self.windows:
+            # the new request and the finished ones still in the window must fit beside those in flight
+            room = w.requests - self.in_flight
+            if room <= 0:
+                return math.inf
+            if len(done) >= room:
+                # completions are in time order: the room-th most recent one decides
+                leaves = done[len(done) - room] + w.per + EPSILON
+                if leaves > now:
+                    ready = max(ready, leaves)
+        return ready
 
-    def record(self, at: float) -> None:
-        for log in self._logs:
-            log.log.append(at)
+    def sent(self) -> None:
+        self.in_flight += 1
+
+    def finished(self, at: float) -> None:
+        self.in_flight -= 1
+        self._done.append(at)
 
     def history(self) -> list[float]:
-        """The last send times, oldest first: the longest log holds every other log's entries."""
-        return list(max(self._logs, key=lambda log: log.window.requests).log)
+        """The completion times it remembers, oldest first."""
+        return list(self._done)
 
 
 class SourceLimiter:
@@ -86,20 +113,24 @@ class SourceLimiter:
         rng: Callable[[], float] = random.random,
         previous: SourceLimiter | None = None,
     ) -> None:
-        """`previous` is the limiter of the same source before a reload: its send times and
-        back-off carry over, so a reload can never reset a vendor's window."""
+        """`previous` is the limiter of the same source before a reload (its requests have
+        all finished): its history and back-off carry over, so a reload never resets a
+        vendor's window."""
         if "default" not in buckets:
             raise ValueError("a source needs a 'default' bucket")
         self.buckets = {name: Bucket(w) for name, w in buckets.items()}
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
         self._paused_until = -math.inf
         self._failures = 0
+        self._numbers = itertools.count()
         if previous is not None:
             for name, bucket in self.buckets.items():
                 if name in previous.buckets:
                     for at in previous.buckets[name].history():
-                        bucket.record(at)
+                        bucket.sent()
+                        bucket.finished(at)
             self._paused_until = previous._paused_until
             self._failures = previous._failures
         self._backoff_base = backoff_base
@@ -117,46 +148,65 @@ class SourceLimiter:
     def paused_until(self) -> float:
         return self._paused_until
 
-    def interval_for(self, requests: Mapping[str, int]) -> float:
-        """The shortest cycle for `requests` per bucket.  A cycle sends them one after
-        another (Tencent's room list, then its rooms), so the buckets' times add up."""
-        return sum(self.buckets[b].interval_for(n) for b, n in requests.items())
+    def interval_for(self, requests: Mapping[str, int], answer_seconds: float = 0.0) -> float:
+        """The shortest cycle for `requests` per bucket: the buckets' requests go out side by
+        side, so the slowest bucket decides."""
+        return max(
+            (self.buckets[b].interval_for(n, answer_seconds) for b, n in requests.items()), default=0.0
+        )
 
-    async def acquire(self, bucket: str = "default") -> bool:
-        """Wait until a request in `bucket` fits every window, then count it.
+    async def acquire(self, bucket: str = "default") -> Ticket:
+        """Wait until a request in `bucket` fits every window, then count it as sent.
 
-        Returns whether it had to wait.  Waits re-check, because a back-off may
-        have been ordered while we slept.
+        The caller must `release` the ticket when the answer (or the timeout) arrives.
+        Waits re-check, because a back-off may have been ordered meanwhile; requests wait
+        their turn in order.
         """
         b = self.buckets[bucket]
         waited = False
         async with self._lock:
             while True:
                 now = self._clock.monotonic()
-                ready = max(b.earliest(), self._paused_until)
+                ready = max(b.earliest(now), self._paused_until)
                 if ready <= now:
                     break
+                if math.isinf(ready):
+                    # only an answer to a request in flight can make room
+                    waited = True
+                    self._changed.clear()
+                    await self._changed.wait()
+                    continue
                 waited = waited or ready - now > WAIT_TOLERANCE
                 await self._clock.sleep(ready - now)
-            b.record(self._clock.monotonic())
+            b.sent()
             self.sent += 1
         if waited:
             self.waits += 1
-        return waited
+        return Ticket(bucket, next(self._numbers), waited)
+
+    def release(self, ticket: Ticket) -> None:
+        """The request's answer (or timeout) has arrived: it stays in its windows `per` longer."""
+        self.buckets[ticket.bucket].finished(self._clock.monotonic())
+        self._changed.set()
 
     def backoff(self, retry_after: float | None = None) -> float:
         """Pause the source; honour the vendor's Retry-After, else exponential with jitter.
 
-        Returns the pause in seconds.
+        Failures of requests that were already in flight when a pause began belong to the
+        same episode: they do not double the pause again.  Returns the pause in seconds.
         """
+        now = self._clock.monotonic()
+        if retry_after is None and now < self._paused_until:
+            return self._paused_until - now
         self._failures += 1
         if retry_after is not None and retry_after >= 0:
             delay = min(retry_after, MAX_RETRY_AFTER)
             delay += self._rng() * min(1.0, 0.1 * delay)
         else:
-            full = min(self._backoff_cap, self._backoff_base * 2 ** (self._failures - 1))
+            exponent = min(self._failures - 1, _MAX_EXPONENT)
+            full = min(self._backoff_cap, self._backoff_base * 2.0**exponent)
             delay = full / 2 + self._rng() * full / 2
-        self._paused_until = max(self._paused_until, self._clock.monotonic() + delay)
+        self._paused_until = max(self._paused_until, now + delay)
         return delay
 
     def pause_for_window(self, bucket: str = "default") -> None:

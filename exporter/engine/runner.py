@@ -1,13 +1,22 @@
-"""One runner per source: a cycle of requests spread over the effective interval.
+"""One runner per source: cycles of requests that leave at planned moments.
 
 A cycle is discovery, the app-level poll, then every batch of targets, each in its own
-evenly spaced slot.  The runner owns what every provider shares: success and failure
-bookkeeping, one log line per failure, back-off on throttling and 5xx, series removal
-for gone streams, and the effective interval the budget allows.
+evenly spaced slot of the effective interval.  Requests leave at their slots without
+waiting for earlier answers, up to `max_in_flight` at once, and a target is never polled
+twice at once, so an older answer can never overwrite a newer one.  The effective
+interval is planned from the budget and the measured answer times, both ways: it
+lengthens when the vendor's windows or slow answers demand it and returns to the
+configured interval as soon as they allow.
+
+The runner owns what every provider shares: success and failure bookkeeping, one log line
+per failure, back-off on throttling and 5xx, series removal for gone streams.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+from collections import deque
 from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -27,8 +36,22 @@ from exporter.providers.base import provider_class
 
 R = TypeVar("R")
 
-#: a cycle this much longer than its interval has overrun: the vendor answers too slowly
+#: answers remembered for planning; the plan uses a high percentile of them
+ANSWERS_KEPT = 50
+ANSWER_PERCENTILE = 0.9
+#: bounds of the default `max_in_flight`
+MIN_IN_FLIGHT = 2
+MAX_IN_FLIGHT = 64
+#: a slot sent this much later than planned (beyond a tenth of the spacing) is behind the plan
+BEHIND_SECONDS = 0.05
+#: a cycle this much longer than its interval did not keep its plan
 OVERRUN = 1.1
+
+
+def default_in_flight(limiter: SourceLimiter, timeout: float) -> int:
+    """Enough requests in flight to keep to the budget even if every answer took the whole
+    timeout: the budget's rate times the timeout, within sensible bounds."""
+    return max(MIN_IN_FLIGHT, min(MAX_IN_FLIGHT, math.ceil(limiter.requests_per_second * timeout)))
 
 
 @dataclass
@@ -42,8 +65,8 @@ class SourceMemory:
     #: the last discovery's targets and page count, so a reload loses no series
     discovered: list[Target[Any]] = field(default_factory=list)
     discovery_requests: int = 1
-    #: how long the last complete cycle really took (monotonic seconds)
-    last_cycle_seconds: float = 0.0
+    #: the latest answer times (seconds), for planning
+    answers: deque[float] = field(default_factory=lambda: deque(maxlen=ANSWERS_KEPT))
 
     @classmethod
     def carried(cls, source: SourceBase, previous: SourceMemory | None) -> SourceMemory:
@@ -51,6 +74,18 @@ class SourceMemory:
         if previous is not None and previous.provider == source.provider:
             return previous
         return cls(provider=source.provider, stats=SourceStats(provider=source.provider))
+
+
+@dataclass
+class Cycle:
+    """One cycle's bookkeeping: its start, its plan, and its requests still in flight."""
+
+    start: float
+    interval: float
+    pending: int = 0
+    dispatched: bool = False
+    late: bool = False
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class SourceRunner:
@@ -77,28 +112,39 @@ class SourceRunner:
         self.stale_after = config.global_.stale_after
         self.limiter = SourceLimiter(config.windows_of(source), clock, previous=memory.limiter)
         memory.limiter = self.limiter
-        self.http = HttpClient(
-            limiter=self.limiter, observer=self, clock=clock, timeout=config.global_.timeout
-        )
+        timeout = config.global_.timeout
+        self.max_in_flight = source.max_in_flight or default_in_flight(self.limiter, timeout)
+        self.http = HttpClient(limiter=self.limiter, observer=self, clock=clock, timeout=timeout)
         self.provider = provider_class(source.provider)(
             source, base_url=config.base_url_of(source), http=self.http, clock=clock, log=self.log
         )
         self.configured = self.provider.configured_targets()
         self.discovered: list[Target[Any]] = list(memory.discovered)
         self.provider.discovery_requests = memory.discovery_requests
+        self._discovered_once = bool(memory.discovered)
         self._source_errors: dict[str, str] = {}
         #: the kind of each target's last failure, to log a repeated failure at debug level only
         self._last_error: dict[str, str] = {}
         #: provider bugs already logged with their traceback (during, exception type)
         self._bugs: set[tuple[str, str]] = set()
+        self._free = asyncio.Semaphore(self.max_in_flight)
+        #: targets whose poll is in flight
+        self._polling: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._behind = False
         self.interval = self.configured_interval
-        self._overran = False
         self._plan(quiet=True)
         sink.set_targets(self.name, self.targets())
 
     # -- what the HTTP client reports (RequestObserver) -----------------------------------
+    def request_started(self) -> None:
+        self.stats.in_flight += 1
+        self.sink.changed()
+
     def request_done(self, endpoint: str, code: str, duration: float) -> None:
+        self.stats.in_flight -= 1
         self.stats.request_done(endpoint, code, duration)
+        self.memory.answers.append(duration)
         self.sink.changed()
 
     def limiter_waited(self) -> None:
@@ -125,21 +171,29 @@ class SourceRunner:
     def requests_per_cycle(self) -> dict[str, int]:
         return self.provider.requests_per_cycle(len(self.batches()))
 
-    def _plan(self, *, quiet: bool = False) -> None:
-        """Effective interval: the configured one, lengthened until a cycle fits every window
-        and, when the vendor answers too slowly for that, to what the last cycle really took.
+    def answer_seconds(self) -> float:
+        """How long answers take: a high percentile of the latest ones (0 before any)."""
+        answers = sorted(self.memory.answers)
+        if not answers:
+            return 0.0
+        return answers[round(ANSWER_PERCENTILE * (len(answers) - 1))]
 
-        A change takes effect when the next cycle is due.
-        """
-        planned = max(self.configured_interval, self.limiter.interval_for(self.requests_per_cycle()))
-        slow = self.memory.last_cycle_seconds
-        interval = slow if slow > planned * OVERRUN else planned
-        changed = abs(interval - self.interval) > 1e-3 * self.interval
-        if changed and not quiet:
+    def _plan(self, *, quiet: bool = False) -> None:
+        """Effective interval: the configured one, lengthened only as far as the budget (each
+        request occupying its windows until its answer) and the requests in flight at once
+        (`max_in_flight` answers at a time) demand.  It follows both ways, each cycle."""
+        answer = self.answer_seconds()
+        requests = self.requests_per_cycle()
+        budget = self.limiter.interval_for(requests, answer)
+        concurrency = sum(requests.values()) * answer / self.max_in_flight
+        interval = max(self.configured_interval, budget, concurrency)
+        if abs(interval - self.interval) > 1e-3 * self.interval and not quiet:
             self.log.info(
                 "poll interval changed",
                 interval_seconds=round(interval, 3),
                 configured_seconds=self.configured_interval,
+                answer_seconds=round(answer, 3),
+                reason="budget" if budget >= concurrency else "answer times",
             )
         self.interval = interval
         self.sink.set_stale_after(self.name, max(self.stale_after, 2 * interval))
@@ -150,63 +204,141 @@ class SourceRunner:
 
     # -- one cycle ----------------------------------------------------------------------
     async def run_cycle(self) -> None:
-        """One cycle: every request of the source gets its own slot, evenly spread.
+        """One whole cycle: dispatch every slot, then wait for every answer."""
+        cycle = await self.dispatch()
+        await cycle.finished.wait()
 
-        Discovery takes the first slots (its pages), then the app-level poll, then one slot
-        per batch, so that a cycle planned to fit the budget never needs the limiter to wait.
+    async def dispatch(self) -> Cycle:
+        """Send a cycle's requests, each at its planned moment; return once the last one has
+        left (their answers arrive in the background).
+
+        Discovery takes the first slots (its pages, one after another), then the app-level
+        poll, then one slot per batch.  A discovery that ends within its slots decides this
+        cycle's targets; a slower one, the next cycle's (the first cycle always waits for it).
+        After a back-off pause the rest of the cycle counts from the pause's end, so it keeps
+        its spacing rather than going out in a burst.
         """
-        start = self.clock.monotonic()
-        discovering = self.source.discovery_enabled()
-        if discovering:
-            await self._discover()
-        else:
-            self._plan()  # a provider's batch size may have changed (Fermion's fallback)
-        batches = self.batches()
-        app = self.provider.app_metrics()
-        lead = (self.provider.discovery_requests if discovering else 0) + int(app)
-        spacing = self.interval / max(1, lead + len(batches))
-        due = start + (self.provider.discovery_requests * spacing if discovering else 0.0)
-        if app:
-            due = await self._in_slot(due, spacing, self._poll_app())
-        for batch in batches:
-            due = await self._in_slot(due, spacing, self.poll_batch(batch))
-        self.sink.mark_attempted(self.name)
-        self._finish_cycle(start)  # re-plans first: an overrun also lengthens stale_after
-        self.sink.expire(self.clock.monotonic())
-
-    def _finish_cycle(self, start: float) -> None:
-        """Measure the cycle; one that overran its interval lengthens the next plan."""
-        elapsed = self.clock.monotonic() - start
-        overran = elapsed > self.interval * OVERRUN
-        if overran != self._overran:
-            if overran:
-                self.log.warning(
-                    "poll cycle overran its interval: the vendor answers too slowly for this many targets",
-                    cycle_seconds=round(elapsed, 3),
-                    interval_seconds=round(self.interval, 3),
-                )
+        self._plan()  # the target list, the batch size or the answer times may have changed
+        cycle = Cycle(start=self.clock.monotonic(), interval=self.interval)
+        pages = 0
+        if self.source.discovery_enabled():
+            pages = self.provider.discovery_requests
+            await self._free.acquire()
+            discovery = self._spawn(cycle, self._discover())
+            slots = pages + int(self.provider.app_metrics()) + len(self.batches())
+            first_slot = cycle.start + pages * cycle.interval / max(1, slots)
+            if not self._discovered_once:
+                await discovery
             else:
-                self.log.info("poll cycles fit their interval again", cycle_seconds=round(elapsed, 3))
-            self._overran = overran
-        self.memory.last_cycle_seconds = elapsed
-        self._plan()
+                await self._until_done(discovery, first_slot)
+            if discovery.done():
+                self._plan()
+                cycle.interval = self.interval
+        #: the app-level poll (None), then the batches
+        jobs: list[list[Target[Any]] | None] = [None] if self.provider.app_metrics() else []
+        jobs.extend(self.batches())
+        spacing = cycle.interval / max(1, pages + len(jobs))
+        shift = 0.0
+        for i, job in enumerate(jobs):
+            due = cycle.start + (pages + i) * spacing + shift
+            await self._until(due)
+            pause = self.limiter.paused_until - self.clock.monotonic()
+            if pause > 0:
+                shift += pause
+                due += pause
+                await self.clock.sleep(pause)
+            if job is not None:
+                job = [t for t in job if t.key not in self._polling]  # noqa: PLW2901
+                if not job:
+                    continue  # still in flight from the previous cycle: never two polls of a target
+            await self._free.acquire()
+            late = self.clock.monotonic() - due
+            if late > max(BEHIND_SECONDS, spacing / 10):
+                cycle.late = True
+                self._falling_behind(late)
+            if job is None:
+                self._spawn(cycle, self._poll_app())
+            else:
+                self._polling.update(t.key for t in job)
+                self._spawn(cycle, self.poll_batch(job))
+            self._show_running(cycle)
+        cycle.dispatched = True
+        self._maybe_finish(cycle)
+        return cycle
 
-    async def _in_slot(self, due: float, spacing: float, poll: Coroutine[Any, Any, None]) -> float:
-        """Run `poll` at `due`; return when the next slot is due.
+    async def _until_done(self, task: asyncio.Task[None], due: float) -> None:
+        """Wait for `task`, but not past `due`."""
+        delay = due - self.clock.monotonic()
+        if delay <= 0 or task.done():
+            return
+        timer = asyncio.ensure_future(self.clock.sleep(delay))
+        try:
+            await asyncio.wait((task, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
 
-        A slot that is late because requests were slow catches up (within the budget);
-        after a back-off pause the rest of the cycle counts from the pause's end instead,
-        so it keeps its spacing rather than going out in a burst.
-        """
+    async def _until(self, due: float) -> None:
         delay = due - self.clock.monotonic()
         if delay > 0:
+            await self.clock.sleep(delay)
+
+    def _spawn(self, cycle: Cycle, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run one slot's work (its in-flight place already taken) as a task of `cycle`."""
+        cycle.pending += 1
+
+        async def slot() -> None:
             try:
-                await self.clock.sleep(delay)
-            except BaseException:
-                poll.close()
-                raise
-        await poll
-        return max(due + spacing, self.limiter.paused_until)
+                await work
+            finally:
+                self._free.release()
+                cycle.pending -= 1
+                self._track(cycle)
+
+        task = asyncio.get_running_loop().create_task(slot())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _track(self, cycle: Cycle) -> None:
+        """A slot ended: finish the cycle when all have ended."""
+        self._show_running(cycle)
+        self._maybe_finish(cycle)
+
+    def _show_running(self, cycle: Cycle) -> None:
+        """While a cycle runs past its plan, its running time is the cycle duration shown."""
+        running = self.clock.monotonic() - cycle.start
+        if running > cycle.interval and not cycle.finished.is_set():
+            self.stats.cycle_seconds = running
+
+    def _maybe_finish(self, cycle: Cycle) -> None:
+        if not cycle.dispatched or cycle.pending or cycle.finished.is_set():
+            return
+        cycle.finished.set()
+        took = self.clock.monotonic() - cycle.start
+        self.stats.cycle_seconds = took
+        self.sink.expire(self.clock.monotonic())
+        if self._behind and not cycle.late and took <= cycle.interval * OVERRUN:
+            self._behind = False
+            self.log.info("poll cycles keep their plan again", cycle_seconds=round(took, 3))
+        elif not self._behind and took > cycle.interval * OVERRUN:
+            self._behind = True
+            self.log.warning(
+                "poll cycle ran past its plan: the vendor answers too slowly for this interval",
+                cycle_seconds=round(took, 3),
+                interval_seconds=round(cycle.interval, 3),
+            )
+        self.sink.changed()
+
+    def _falling_behind(self, late: float) -> None:
+        """A slot could not leave on time: `max_in_flight` requests are still waiting for answers."""
+        if not self._behind:
+            self._behind = True
+            self.log.warning(
+                "poll cycle falls behind its plan: every request slot is waiting for an answer",
+                late_seconds=round(late, 3),
+                max_in_flight=self.max_in_flight,
+                interval_seconds=round(self.interval, 3),
+            )
 
     def _unexpected(self, e: Exception, during: str) -> PollError:
         """A provider bug costs the request it happened in, never the source.
@@ -247,6 +379,7 @@ class SourceRunner:
         found = await self._source_level("discovery", self.provider.discover())
         if found is None:
             return
+        self._discovered_once = True
         before = {t.key for t in self.discovered}
         after = {t.key for t in found}
         if before != after:
@@ -258,8 +391,7 @@ class SourceRunner:
             )
         self.discovered = self.memory.discovered = list(found)
         self.memory.discovery_requests = self.provider.discovery_requests
-        self.sink.set_targets(self.name, self.targets())
-        self._plan()
+        self._targets_changed()
 
     async def _app_samples(self) -> list[Sample]:
         samples = list(await self.provider.poll_app())
@@ -286,11 +418,19 @@ class SourceRunner:
         return outcomes
 
     async def poll_batch(self, batch: Sequence[Target[Any]]) -> None:
+        """Poll `batch` and record each target's outcome (its keys are marked as polling)."""
+        try:
+            await self._poll_batch(batch)
+        finally:
+            self._polling.difference_update(t.key for t in batch)
+
+    async def _poll_batch(self, batch: Sequence[Target[Any]]) -> None:
         t0 = self.clock.monotonic()
         waited0 = self.http.wait_seconds
         outcomes = await self._outcomes(batch)
-        # the poll's own time: waiting for the budget is not the vendor's slowness
-        duration = self.clock.monotonic() - t0 - (self.http.wait_seconds - waited0)
+        # the poll's own time: waiting for the budget is not the vendor's slowness (an
+        # approximation while other requests of the source wait at the same time)
+        duration = max(0.0, self.clock.monotonic() - t0 - (self.http.wait_seconds - waited0))
         errors: list[PollError] = []
         gone: list[str] = []
         for t in batch:
@@ -318,8 +458,12 @@ class SourceRunner:
             self.limiter.succeeded()
         if gone:
             self.discovered = self.memory.discovered = [t for t in self.discovered if t.key not in gone]
-            self.sink.set_targets(self.name, self.targets())
-            self._plan()
+            self._targets_changed()
+
+    def _targets_changed(self) -> None:
+        self.sink.set_targets(self.name, self.targets())
+        self.stats.targets = len(self.targets())
+        self.sink.changed()
 
     def _failed(self, target: Target[Any], error: PollError, duration: float) -> None:
         repeated = self._last_error.get(target.key) == error.kind
@@ -341,7 +485,11 @@ class SourceRunner:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def stop(self) -> None:
-        """Close the provider and the HTTP session (the scheduler has cancelled the cycle)."""
+        """Cancel every request in flight, wait for them, close the provider and the session."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.provider.close()
         await self.http.close()
 

@@ -1,16 +1,15 @@
 """The runners' loops: one task per source, each cycle starting when its plan says.
 
-A cycle starts `interval` after the previous one started (at once when the previous one
-ran longer), so a slow cycle is never overlapped by the next and a changed plan applies
-from the next cycle on.  Every wait is on the injectable clock, so the whole schedule runs
-on a fake clock in tests.  Sources are independent tasks with their own HTTP session and
-budget: one slow or failing vendor never delays another.
+A cycle starts one effective interval after the previous one started, whether or not the
+previous cycle's answers are all in (a target still being polled simply skips its slot),
+and a changed plan applies from the next cycle on.  Every wait is on the injectable clock,
+so the whole schedule runs on a fake clock in tests.  Sources are independent tasks with
+their own HTTP session and budget: one slow or failing vendor never delays another.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from exporter.engine.runner import SourceRunner
 from exporter.model.clock import Clock
@@ -36,9 +35,8 @@ class PollScheduler:
             wait = due - clock.monotonic()
             if wait > 0:
                 await clock.sleep(wait)
-            start = clock.monotonic()
-            await runner.run_cycle()
-            due = start + runner.interval
+            cycle = await runner.dispatch()
+            due = cycle.start + runner.interval
 
     async def remove(self, *names: str) -> None:
         """Stop the runners of `names`: cancel their polls, wait for them, close their sessions."""
@@ -46,9 +44,7 @@ class PollScheduler:
         runners = [self.runners.pop(n) for n in names if n in self.runners]
         for task in loops:
             task.cancel()
-        for task in loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*loops, return_exceptions=True)
         await asyncio.gather(*(r.stop() for r in runners))
 
     async def shutdown(self) -> None:

@@ -45,6 +45,11 @@ class SourceStats:
     budget_rps: float = 0.0
     interval: float = 0.0
     targets: int = 0
+    #: requests sent and not yet answered
+    in_flight: int = 0
+    #: the last cycle's duration from its start to its last answer; while a cycle runs past
+    #: its plan, its running time
+    cycle_seconds: float = 0.0
 
     def request_done(self, endpoint: str, code: str, duration: float) -> None:
         self.requests[(endpoint, code)] += 1

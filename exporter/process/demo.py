@@ -17,11 +17,12 @@ from structlog.typing import FilteringBoundLogger
 from exporter.process.daemon import Exporter
 from exporter.process.serve import serve
 from exporter.process.settings import Settings
-from exporter.simulator import Simulator, create_app, demo_config
+from exporter.simulator import create_app, demo_config, demo_simulator
 
 
 async def run_demo(settings: Settings, log: FilteringBoundLogger) -> int:
-    sim_runner = web.AppRunner(create_app(Simulator()), access_log=None, handle_signals=False)
+    # each vendor with its typical latency, list answers in pieces
+    sim_runner = web.AppRunner(create_app(demo_simulator()), access_log=None, handle_signals=False)
     await sim_runner.setup()
     site = web.TCPSite(sim_runner, "127.0.0.1", 0)
     await site.start()

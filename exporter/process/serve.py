@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import AsyncIterator
 
@@ -76,6 +77,9 @@ async def serve(
         tls=web_config is not None and web_config.config.tls_server_config is not None,
     )
     started = True
+    # what start-up allocated stays for good: the collector need not scan it on every pass,
+    # which keeps its pauses (and so the scrapes' worst times) short
+    gc.freeze()
     if hup_before_start or early.take_hup():
         on_hup()
     log.info("started", version=__version__, sources=len(config.sources))

@@ -1,6 +1,6 @@
 """A fake of the vendors' analytics APIs, for `livestream-exporter --demo` and tests.
 
-    app = create_app(Simulator(clock=fake_clock))
+    app = create_app(Simulator(clock=fake_clock.time, monotonic=fake_clock.monotonic, sleep=fake_clock.sleep))
     config = demo_config("http://127.0.0.1:8080")
 
 Each vendor is one module of this package (`<vendor>.py`): its routes, answers, error
@@ -10,6 +10,12 @@ known; adding a vendor is adding its module. Each vendor lives under its own pat
 (BASE_PATHS); `demo_config` builds the exporter configuration pointing at them. Stream keys
 (DEMO_STREAMS) are what the control methods take and equal the exporter's default `stream`
 label values.
+
+By default answers come at once and whole. Per vendor, `Simulator.set_latency` gives requests
+an answer time with jitter (the vendor counts a request when it arrives, between send and
+answer), `Simulator.set_pieces` sends answers in pieces, and the faults "cut" and "reset" end
+a connection in the middle of an answer; `demo_simulator()` (what `--demo` runs) has each
+vendor's typical values. `Simulator.add_streams` makes catalogs of thousands of streams.
 """
 
 from __future__ import annotations
@@ -17,8 +23,18 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .core import FAULT_KINDS, Simulator, VendorSim, demo_config, register, unregister, vendor_classes
+from .core import (
+    FAULT_KINDS,
+    Simulator,
+    VendorSim,
+    demo_config,
+    demo_simulator,
+    register,
+    unregister,
+    vendor_classes,
+)
 from .limits import RequestRecord
+from .network import Latency, Network, Pieces
 from .run import RunningSimulator, start_simulator
 from .scenarios import CREATE_BEFORE_START, DROP_AFTER, END_AFTER, ENDED_BEFORE, ENDED_DURATION, START_AFTER
 from .server import SIMULATOR_KEY, create_app
@@ -49,12 +65,16 @@ __all__ = [
     "SIMULATOR_KEY",
     "START_AFTER",
     "VENDORS",
+    "Latency",
+    "Network",
+    "Pieces",
     "RequestRecord",
     "RunningSimulator",
     "Simulator",
     "VendorSim",
     "create_app",
     "demo_config",
+    "demo_simulator",
     "register",
     "start_simulator",
     "unregister",

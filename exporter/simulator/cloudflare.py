@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
@@ -85,7 +86,10 @@ def list_livestreams(vendor: Cloudflare, query: Mapping[str, str]) -> Reply:
     wanted = query.get("status")
     if wanted and wanted not in _STATUSES:
         return vendor.error(400, "7003", f"status must be one of {', '.join(_STATUSES)}")
-    streams = [s for s in vendor.visible() if not wanted or status(s, now) == wanted]
+    if wanted:
+        streams = vendor.view(("status", wanted), lambda s, t: status(s, t) == wanted)
+    else:
+        streams = vendor.visible()
     first = (page_no - 1) * per_page
     page = [livestream(vendor, s, now) for s in streams[first : first + per_page]]
     paging = {
@@ -122,6 +126,8 @@ class Cloudflare(VendorSim):
         "cf_inactive_session_404": False,  # active-livestream-session answers 404 when none is live
     }
     quick_first_cycle: ClassVar[Settings] = {"rate_limit": [{"requests": 250, "per": "10s"}]}
+    demo_latency = (0.09, 0.04)
+    list_endpoints: ClassVar[frozenset[str]] = frozenset({"livestreams"})
     over_limit_error = ("971", "Please wait and consider throttling your request speed")
     auth_error = ("10000", "Authentication error")
     throttle_error = ("971", "Please wait and consider throttling your request speed")
@@ -151,6 +157,11 @@ class Cloudflare(VendorSim):
             self.inactive_session_404 = bool(value)
         else:
             super().set_quirk(name, value)
+
+    @classmethod
+    def stream_key(cls, n: int) -> str:
+        """A livestream id (a UUID)."""
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"livestream-sim/livestream/{n}"))
 
     def adjust_demo_stream(self, stream: SimStream, scenario: str) -> None:
         if scenario == "starts":  # the livestream exists before it goes live
@@ -190,7 +201,7 @@ class Cloudflare(VendorSim):
             credential = fingerprint(token) if token else None
             return credential, None if token in self.tokens else self.auth_refusal(None)
 
-        async def livestreams(request: web.Request) -> web.Response:
+        async def livestreams(request: web.Request) -> web.StreamResponse:
             credential, refusal = authenticate(request)
 
             def produce() -> Reply:
@@ -221,13 +232,13 @@ class Cloudflare(VendorSim):
                 }
             return Reply(200, {"success": True, "data": data})
 
-        async def active_session(request: web.Request) -> web.Response:
+        async def active_session(request: web.Request) -> web.StreamResponse:
             return await one_livestream(request, active_only=True)
 
-        async def livestream_sessions(request: web.Request) -> web.Response:
+        async def livestream_sessions(request: web.Request) -> web.StreamResponse:
             return await one_livestream(request, active_only=False)
 
-        async def one_livestream(request: web.Request, *, active_only: bool) -> web.Response:
+        async def one_livestream(request: web.Request, *, active_only: bool) -> web.StreamResponse:
             credential, refusal = authenticate(request)
             livestream_id = request.match_info["livestream_id"]
             endpoint = "active-livestream-session" if active_only else "livestream"
@@ -238,7 +249,7 @@ class Cloudflare(VendorSim):
             call = Call(self, endpoint, credential, refusal, produce, (livestream_id,))
             return await serve(request, call)
 
-        async def overall(request: web.Request) -> web.Response:
+        async def overall(request: web.Request) -> web.StreamResponse:
             credential, refusal = authenticate(request)
 
             def produce() -> Reply:

@@ -21,15 +21,18 @@ class Reply:
     raw: str | None = None
     content_type: str = "application/json"
     error: str | None = None  # vendor error code, for the request log
+    ending: str | None = None  # "cut" or "reset": the connection ends after part of the body
+
+    def text(self) -> str:
+        return self.raw if self.raw is not None else json.dumps(self.body)
 
     def truncated(self) -> Reply:
-        text = self.raw if self.raw is not None else json.dumps(self.body)
+        text = self.text()
         return replace(self, status=200, raw=text[: max(1, len(text) // 2)], error="truncated")
 
     def to_response(self) -> web.Response:
-        text = self.raw if self.raw is not None else json.dumps(self.body)
         return web.Response(
-            status=self.status, text=text, content_type=self.content_type, headers=self.headers
+            status=self.status, text=self.text(), content_type=self.content_type, headers=self.headers
         )
 
 

@@ -1,4 +1,18 @@
-"""HTTP control of the simulator for out-of-process tests: /_sim/control, /_sim/requests, /_sim/state."""
+"""HTTP control of the simulator for out-of-process tests: /_sim/control, /_sim/requests, /_sim/state.
+
+POST /_sim/control takes one JSON object with an "action" and its arguments ("vendor" left
+out means every vendor where the action allows it):
+
+    {"action": "latency", "vendor": "...", "mean": 0.2, "jitter": 0.05, "arrival": null}
+    {"action": "pieces", "vendor": "...", "size": 4096, "gap": 0.01, "jitter": 0.0,
+     "chunked": false, "endpoints": null}
+    {"action": "network", "vendor": "...", "value": "demo" | "off"}
+    {"action": "seed", "value": 7}
+    {"action": "add_streams", "vendor": "...", "count": 10000, "scenario": "steady"}
+        -> {"ok": true, "streams": [the new keys]}
+    reset, set_viewers, drop, end_stream, start_stream, remove_stream, inject, clear_faults,
+    quirk, configure: see `apply`.
+"""
 
 from __future__ import annotations
 
@@ -27,10 +41,76 @@ def _number(args: dict[str, Any], name: str, default: float | None = None) -> fl
     return float(value)
 
 
-def apply(sim: Simulator, args: dict[str, Any]) -> None:
-    """Run one control action; ValueError/KeyError on a bad request."""
+def _optional_vendor(args: dict[str, Any]) -> str | None:
+    """The action's vendor, or None (every vendor) when it names none."""
+    value = args.get("vendor")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError("'vendor' must be a vendor's name (or left out: every vendor)")
+    return value
+
+
+def _int(args: dict[str, Any], name: str, default: int | None = None) -> int:
+    value = args.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name!r} (an integer) is required")
+    return value
+
+
+def _network(sim: Simulator, action: str, args: dict[str, Any]) -> None:
+    vendor = _optional_vendor(args)
+    if action == "latency":
+        arrival = args.get("arrival")
+        sim.set_latency(
+            vendor,
+            _number(args, "mean"),
+            _number(args, "jitter", 0.0),
+            arrival=None if arrival is None else _number(args, "arrival"),
+        )
+    elif action == "pieces":
+        endpoints = args.get("endpoints")
+        if endpoints is not None and (
+            not isinstance(endpoints, list) or not all(isinstance(e, str) for e in endpoints)
+        ):
+            raise ValueError("'endpoints' must be a list of endpoint names")
+        chunked = args.get("chunked", False)
+        if not isinstance(chunked, bool):
+            raise ValueError("'chunked' must be true or false")
+        sim.set_pieces(
+            vendor,
+            _int(args, "size"),
+            _number(args, "gap", 0.0),
+            jitter=_number(args, "jitter", 0.0),
+            chunked=chunked,
+            endpoints=endpoints,
+        )
+    elif action == "network":
+        value = args.get("value")
+        if value == "demo":
+            sim.use_demo_network(vendor)
+        elif value == "off":
+            sim.clear_network(vendor)
+        else:
+            raise ValueError("'value' is one of demo, off")
+    else:  # seed
+        seed = args.get("value")
+        sim.seed(None if seed is None else _int(args, "value"))
+
+
+def apply(sim: Simulator, args: dict[str, Any]) -> dict[str, Any]:
+    """Run one control action; what it answers beyond {"ok": true}. ValueError/KeyError on a
+    bad request."""
     action = args.get("action")
-    if action == "reset":
+    if action in ("latency", "pieces", "network", "seed"):
+        _network(sim, action, args)
+    elif action == "add_streams":
+        scenario = args.get("scenario", "steady")
+        if not isinstance(scenario, str):
+            raise ValueError("'scenario' must be a string")
+        keys = sim.add_streams(_str(args, "vendor"), _int(args, "count"), scenario)
+        return {"streams": keys}
+    elif action == "reset":
         sim.reset()
     elif action == "set_viewers":
         sim.set_viewers(_str(args, "vendor"), _str(args, "stream"), _number(args, "value"))
@@ -62,8 +142,9 @@ def apply(sim: Simulator, args: dict[str, Any]) -> None:
     else:
         raise ValueError(
             "action is one of reset, set_viewers, drop, end_stream, start_stream, remove_stream, "
-            "inject, clear_faults, quirk, configure"
+            "add_streams, inject, clear_faults, quirk, configure, latency, pieces, network, seed"
         )
+    return {}
 
 
 def add_routes(app: web.Application, sim: Simulator) -> None:
@@ -72,12 +153,12 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             args = await request.json()
             if not isinstance(args, dict):
                 raise ValueError("the body must be a JSON object")
-            apply(sim, args)
+            answer = apply(sim, args)
         except KeyError as exc:
             return web.json_response({"ok": False, "error": str(exc.args[0])}, status=404)
         except ValueError as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
-        return web.json_response({"ok": True})
+        return web.json_response({"ok": True, **answer})
 
     async def requests(request: web.Request) -> web.Response:
         vendor = request.query.get("vendor") or None
@@ -97,7 +178,8 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             }
             for vendor, by_key in sim.streams.items()
         }
-        return web.json_response({"now": now, "started": sim.t0, "streams": streams})
+        network = {vendor: n.as_dict() for vendor, n in sim.network.items()}
+        return web.json_response({"now": now, "started": sim.t0, "network": network, "streams": streams})
 
     app.router.add_post(CONTROL_PATH, control)
     app.router.add_get(REQUESTS_PATH, requests)

@@ -8,9 +8,12 @@ taken in the order of their names.
 
 from __future__ import annotations
 
+import asyncio
+import math
+import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, TypeVar
 
 from aiohttp import web
@@ -26,6 +29,7 @@ from .limits import (
     max_in_window,
     retry_after_header,
 )
+from .network import CUT, NO_PIECES, RESET, Latency, Network, Pieces, Sleep
 from .scenarios import (
     CREATE_BEFORE_START,
     END_AFTER,
@@ -48,6 +52,8 @@ FAULT_KINDS: Final = (
     "auth",  # refuse the credentials as the vendor does
     "throttle200",  # the vendor's throttling answered with HTTP 200 and its own error code
     "error200",  # a vendor failure answered with HTTP 200 and its own error code
+    CUT,  # the normal answer's full Content-Length promised, the connection closed after half the body
+    RESET,  # the normal answer's first half, then the connection reset (TCP RST)
 )
 
 # The types of a vendor's declarations (see VendorSim).
@@ -60,6 +66,12 @@ EXPLICIT_WITH_DISCOVERY: Final = 2
 
 # The exporter configuration's global section of the demo.
 DEMO_GLOBAL: Final[dict[str, str]] = {"interval": "15s", "timeout": "5s", "stale_after": "5m"}
+
+# The most streams one `Simulator.add_streams` call creates.
+MAX_ADDED_STREAMS: Final = 1_000_000
+
+# A view of a vendor's streams: keep(stream, now) says whether the stream is in it.
+Keep = Callable[[SimStream, float], bool]
 
 
 @dataclass
@@ -90,6 +102,12 @@ class VendorSim:
     # Changes to the demo source that end its first poll cycle within about a second while
     # staying within this vendor's limits over a short run.
     quick_first_cycle: ClassVar[Settings] = {}
+    # The typical network of the vendor's API, which `--demo` turns on (Simulator.use_demo_network):
+    # answer time (mean, jitter) in seconds, and the answers of `list_endpoints` in pieces of
+    # (bytes, gap seconds, gap jitter seconds).
+    demo_latency: ClassVar[tuple[float, float]] = (0.0, 0.0)
+    demo_pieces: ClassVar[tuple[int, float, float]] = (1400, 0.004, 0.003)
+    list_endpoints: ClassVar[frozenset[str]] = frozenset()  # endpoints whose answers are lists
 
     # Error style: (vendor error code, message) of the plain answers below.
     over_limit_error: ClassVar[tuple[str, str]] = ("RateLimited", "Too many requests, slow down")
@@ -116,8 +134,17 @@ class VendorSim:
     def find(self, key: str) -> SimStream | None:
         return self.sim.find(self.name, key)
 
-    def visible(self) -> list[SimStream]:
+    def visible(self) -> Sequence[SimStream]:
         return self.sim.visible(self.name)
+
+    def view(self, name: Hashable, keep: Keep) -> Sequence[SimStream]:
+        return self.sim.view(self.name, name, keep)
+
+    @classmethod
+    def stream_key(cls, n: int) -> str:
+        """The key of the n-th stream `Simulator.add_streams` creates (n = 1, 2, ...), in the
+        vendor's own shape; different n, different keys."""
+        return f"stream-{n:06d}"
 
     # ------------------------------------------------------------------ demo
 
@@ -239,13 +266,29 @@ def demo_config(root_url: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------- simulator
 
 
+@dataclass
+class _Views:
+    """Cached selections of one vendor's existing streams. They hold while `version` (bumped by
+    every change made through the simulator) is unchanged, and from `since` until `until`: the
+    next time one of the streams is created, removed, goes live or stops, by its own timings."""
+
+    version: int = 0
+    built: int = -1
+    since: float = math.inf
+    until: float = -math.inf
+    cached: dict[Hashable, tuple[SimStream, ...]] = field(default_factory=dict)
+
+
 class Simulator:
     """All state of the fake vendor APIs.
 
     `clock` returns wall seconds (default time.time); `monotonic` is used for the request
     log and rate limits (default time.monotonic with the default clock, else `clock`), so a
-    test that passes a fake clock moves both at once. Per-vendor state is keyed by the
-    vendor's name; `vendor(name)` is the vendor itself, with its credentials and quirks.
+    test that passes a fake clock moves both at once. `sleep` is every wait of the simulator
+    (latency, pieces, the "slow" and "timeout" faults; default asyncio.sleep): a test on a
+    fake clock passes its sleep too. `seed` seeds the generator of latencies and gaps.
+    Per-vendor state is keyed by the vendor's name; `vendor(name)` is the vendor itself, with
+    its credentials and quirks; `network[name]` its latency and pieces (none by default).
     """
 
     def __init__(
@@ -253,6 +296,8 @@ class Simulator:
         clock: Callable[[], float] | None = None,
         *,
         monotonic: Callable[[], float] | None = None,
+        sleep: Sleep | None = None,
+        seed: int | None = None,
         slow_seconds: float = 3.0,
         hang_seconds: float = 120.0,
         retry_after_seconds: float = 2.0,
@@ -261,6 +306,8 @@ class Simulator:
         if monotonic is None:
             monotonic = time.monotonic if clock is None else clock
         self.monotonic: Callable[[], float] = monotonic
+        self.sleep: Sleep = sleep or asyncio.sleep
+        self.random = random.Random(seed)
         self.slow_seconds = slow_seconds
         self.hang_seconds = hang_seconds
         self.retry_after_seconds = retry_after_seconds
@@ -269,11 +316,15 @@ class Simulator:
         self.closing = False
         self.generation = 0
         self.request_counter = 0
+        self.stream_visits = 0  # streams looked at by scans (views, their expiry), for cost checks
         self.t0 = 0.0
         self.streams: dict[str, dict[str, SimStream]] = {}
         self.faults: dict[str, list[Fault]] = {}
         self.limits: dict[str, dict[str, list[Window]]] = {}
+        self._views: dict[str, _Views] = {}
+        self._serial: dict[str, int] = {}
         self.vendors: dict[str, VendorSim] = {cls.name: cls(self) for cls in vendor_classes()}
+        self.network: dict[str, Network] = {name: Network() for name in self.vendors}
         self.reset()
 
     # ------------------------------------------------------------------ lifecycle
@@ -282,7 +333,8 @@ class Simulator:
         return self.clock()
 
     def reset(self) -> None:
-        """Back to the initial demo state; time starts again now."""
+        """Back to the initial demo state; time starts again now. The network (latency,
+        pieces) is configuration and stays as it is."""
         self.generation += 1
         self.t0 = self.clock()
         self.log.clear()
@@ -293,13 +345,15 @@ class Simulator:
             for name, vendor in self.vendors.items()
         }
         self.streams = {name: {} for name in self.vendors}
+        self._views = {name: _Views() for name in self.vendors}
+        self._serial = {name: 0 for name in self.vendors}
         for name, vendor in self.vendors.items():
             vendor.reset()
             for index, (key, scenario) in enumerate(vendor.scenarios.items()):
-                self.streams[name][key] = self._demo_stream(vendor, key, scenario, index)
+                self.streams[name][key] = self._new_stream(vendor, key, scenario, index, self.t0)
 
-    def _demo_stream(self, vendor: VendorSim, key: str, scenario: str, index: int) -> SimStream:
-        t0 = self.t0
+    def _new_stream(self, vendor: VendorSim, key: str, scenario: str, index: int, t0: float) -> SimStream:
+        """A stream of `scenario` whose timings count from `t0`."""
         stream = SimStream(
             vendor=vendor.name,
             key=key,
@@ -351,9 +405,78 @@ class Simulator:
             return None
         return stream
 
-    def visible(self, vendor: str) -> list[SimStream]:
+    def visible(self, vendor: str) -> Sequence[SimStream]:
+        """The vendor's streams that exist now, in the order of its catalog."""
+        return self.view(vendor)
+
+    def view(self, vendor: str, name: Hashable = None, keep: Keep | None = None) -> Sequence[SimStream]:
+        """The vendor's existing streams that `keep` accepts, in the order of its catalog,
+        cached under `name` (every existing stream when both are None).
+
+        `keep` may look at a stream's existence, sessions and attributes, not at its viewers:
+        a view is kept until a stream is created, removed, goes live or stops (by its timings
+        or through the simulator; call `changed` after changing a stream by hand), so a list
+        answer costs its page, not a scan of every stream.
+        """
+        if (keep is None) != (name is None):
+            raise ValueError("a view has both a name and a keep, or neither")
         now = self.now()
-        return [s for s in self.streams[vendor].values() if s.exists(now)]
+        views = self._views[vendor]
+        if views.built != views.version or not views.since <= now < views.until:
+            views.cached.clear()
+            views.built, views.since, views.until = views.version, now, self._next_change(vendor, now)
+        found = views.cached.get(name)
+        if found is None:
+            every = views.cached.get(None)
+            if every is None:
+                streams = self.streams[vendor]
+                self.stream_visits += len(streams)
+                every = views.cached[None] = tuple(s for s in streams.values() if s.exists(now))
+            if keep is None:
+                return every
+            self.stream_visits += len(every)
+            found = views.cached[name] = tuple(s for s in every if keep(s, now))
+        return found
+
+    def _next_change(self, vendor: str, now: float) -> float:
+        """The next time after `now` one of the vendor's streams is created, removed, goes live or stops."""
+        streams = self.streams[vendor]
+        self.stream_visits += len(streams)
+        following = math.inf
+        for stream in streams.values():
+            for t in stream.change_times():
+                if now < t < following:
+                    following = t
+        return following
+
+    def changed(self, vendor: str) -> None:
+        """The vendor's streams changed (created, removed, started or ended): views are rebuilt."""
+        self._views[self.vendor(vendor).name].version += 1
+
+    def add_streams(self, vendor: str, count: int, scenario: str = "steady") -> list[str]:
+        """Create `count` streams of `scenario` (its timings counted from now) with keys of the
+        vendor's own shape (`VendorSim.stream_key`, skipping keys it already has); their keys."""
+        owner = self.vendor(vendor)
+        if scenario not in SCENARIO_BASE:
+            raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIO_BASE)}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_ADDED_STREAMS:
+            raise ValueError(f"count must be an integer in 0..{MAX_ADDED_STREAMS}")
+        streams = self.streams[owner.name]
+        now = self.now()
+        keys: list[str] = []
+        attempts = count + len(streams) + 1  # a key repeats at most once per existing stream
+        while len(keys) < count:
+            attempts -= 1
+            if attempts < 0:
+                raise ValueError(f"{owner.name}: stream_key gives the same keys again and again")
+            self._serial[owner.name] += 1
+            key = owner.stream_key(self._serial[owner.name])
+            if key in streams:
+                continue
+            streams[key] = self._new_stream(owner, key, scenario, len(streams), now)
+            keys.append(key)
+        self.changed(owner.name)
+        return keys
 
     def viewers(self, vendor: str, key: str) -> int:
         return self.stream(vendor, key).viewers(self.now())
@@ -368,6 +491,7 @@ class Simulator:
 
     def end_stream(self, vendor: str, key: str) -> None:
         self.stream(vendor, key).end(self.now())
+        self.changed(vendor)
 
     def start_stream(self, vendor: str, key: str, viewers: float | None = None) -> None:
         """Start (or restart) a stream now; an unknown key creates a new stream."""
@@ -387,10 +511,68 @@ class Simulator:
             )
             streams[key] = stream
         stream.start(now, viewers)
+        self.changed(owner.name)
 
     def remove_stream(self, vendor: str, key: str) -> None:
         """The vendor forgets the stream: it answers as it does for a stream it never had."""
         self.stream(vendor, key).remove(self.now())
+        self.changed(vendor)
+
+    # ------------------------------------------------------------------ network
+
+    def _names(self, vendor: str | None) -> list[str]:
+        return list(self.vendors) if vendor is None else [self.vendor(vendor).name]
+
+    def set_latency(
+        self, vendor: str | None, mean: float, jitter: float = 0.0, *, arrival: float | None = None
+    ) -> None:
+        """Answer time of the vendor's requests (of every vendor when None): uniform in
+        [mean - jitter, mean + jitter] seconds, clamped at 0. A request arrives (is logged,
+        counted by the rate limits, answered from the state of that moment) at `arrival` (a
+        fraction) of it, or at a fraction drawn per request when None; its answer leaves at
+        the end of it. 0, 0: none."""
+        latency = Latency(mean, jitter, arrival)
+        for name in self._names(vendor):
+            self.network[name].latency = latency
+
+    def set_pieces(
+        self,
+        vendor: str | None,
+        size: int,
+        gap: float = 0.0,
+        *,
+        jitter: float = 0.0,
+        chunked: bool = False,
+        endpoints: Iterable[str] | None = None,
+    ) -> None:
+        """Send the vendor's answers (of `endpoints` only, when given; of every vendor when
+        `vendor` is None) `size` bytes at a time (0: whole) with `gap` seconds, jittered by
+        `jitter`, between pieces; `chunked` for chunked transfer encoding instead of a
+        Content-Length."""
+        pieces = Pieces.of(size, gap, jitter=jitter, chunked=chunked, endpoints=endpoints)
+        for name in self._names(vendor):
+            self.network[name].pieces = pieces
+
+    def use_demo_network(self, vendor: str | None = None) -> None:
+        """The vendor's typical network (every vendor's when None), as the demo has it: its
+        `demo_latency`, and the answers of its `list_endpoints` in `demo_pieces`."""
+        for name in self._names(vendor):
+            owner = self.vendors[name]
+            mean, jitter = owner.demo_latency
+            size, gap, gap_jitter = owner.demo_pieces
+            pieces = NO_PIECES
+            if owner.list_endpoints:
+                pieces = Pieces.of(size, gap, jitter=gap_jitter, endpoints=owner.list_endpoints)
+            self.network[name] = Network(latency=Latency(mean, jitter), pieces=pieces)
+
+    def clear_network(self, vendor: str | None = None) -> None:
+        """No latency and answers whole, at once (the default)."""
+        for name in self._names(vendor):
+            self.network[name] = Network()
+
+    def seed(self, value: int | None) -> None:
+        """Seed the generator of latencies, arrivals and gaps."""
+        self.random.seed(value)
 
     # ------------------------------------------------------------------ quirks
 
@@ -443,17 +625,28 @@ class Simulator:
         return self.limiter.check((vendor, bucket, credential or ""), windows, self.monotonic())
 
     def record(
-        self, vendor: str, endpoint: str, credential: str | None, streams: Sequence[str]
+        self,
+        vendor: str,
+        endpoint: str,
+        credential: str | None,
+        streams: Sequence[str],
+        *,
+        received: float | None = None,
+        latency: float = 0.0,
     ) -> RequestRecord:
+        """Log a request arriving now, received at `received` (now when None)."""
         self.request_counter += 1
+        now = self.monotonic()
         return self.log.add(
             RequestRecord(
                 vendor=vendor,
                 endpoint=endpoint,
                 credential=credential,
-                time=self.monotonic(),
+                time=now,
                 wall=self.clock(),
                 streams=tuple(streams),
+                received=now if received is None else received,
+                latency=latency,
             )
         )
 
@@ -470,6 +663,13 @@ class Simulator:
 
     def request_log(self, vendor: str | None = None) -> list[dict[str, object]]:
         return [r.as_dict() for r in self.log.select(vendor)]
+
+
+def demo_simulator(*, seed: int | None = None) -> Simulator:
+    """The simulator of `--demo`: every vendor with its typical network (`use_demo_network`)."""
+    sim = Simulator(seed=seed)
+    sim.use_demo_network()
+    return sim
 
 
 def str_list(value: object) -> list[str]:

@@ -86,7 +86,21 @@ class SimStream:
     def is_live(self, now: float) -> bool:
         return self.session_at(now) is not None
 
+    def change_times(self) -> list[float]:
+        """When the stream is created or removed, and when each of its sessions starts or stops:
+        the only moments its existence, liveness or latest session change by themselves."""
+        times = [self.created_at]
+        if self.removed_at is not None:
+            times.append(self.removed_at)
+        for session in self.sessions:
+            times.append(session.start)
+            if session.end is not None:
+                times.append(session.end)
+        return times
+
     def _phase_at(self, t: float) -> Phase:
+        if len(self.phases) == 1:
+            return self.phases[0]
         index = bisect.bisect_right([p.since for p in self.phases], t) - 1
         return self.phases[max(index, 0)]
 

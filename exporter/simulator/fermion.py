@@ -118,6 +118,9 @@ class Fermion(VendorSim):
     # answer only the first call of a multi-call body
     quirks: ClassVar[Settings] = {"fermion_first_call_only": False}
     quick_first_cycle: ClassVar[Settings] = {"batch_size": len(scenarios)}  # one request for all
+    demo_latency = (0.18, 0.07)
+    # a list of outputs, one per call of the batch
+    list_endpoints: ClassVar[frozenset[str]] = frozenset({"get-live-event-session-stats"})
     over_limit_error = ("TOO_MANY_REQUESTS", "Rate limit exceeded: 60 requests per minute.")
 
     api_keys: set[str]  # accepted API keys
@@ -132,6 +135,10 @@ class Fermion(VendorSim):
             self.first_call_only = bool(value)
         else:
             super().set_quirk(name, value)
+
+    @classmethod
+    def stream_key(cls, n: int) -> str:
+        return f"session-{n:06d}"
 
     @classmethod
     def demo_fields(cls) -> dict[str, Any]:
@@ -154,7 +161,7 @@ class Fermion(VendorSim):
         return Reply(200, [error_output("Something went wrong. Please try again.")], error="error-output")
 
     def add_routes(self, app: web.Application) -> None:
-        async def handle(request: web.Request) -> web.Response:
+        async def handle(request: web.Request) -> web.StreamResponse:
             key = request.headers.get("FERMION-API-KEY", "")
             credential = fingerprint(key) if key else None
             refusal = None if key in self.api_keys else self.auth_refusal(None)

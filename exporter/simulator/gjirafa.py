@@ -63,6 +63,7 @@ class Gjirafa(VendorSim):
         "vp-concert/video": "starts",
     }
     quick_first_cycle: ClassVar[Settings] = {"rate_limit": [{"requests": 600, "per": "1m"}]}
+    demo_latency = (0.12, 0.06)
     over_limit_error = ("TooManyRequests", "Too many requests.")
     auth_error = ("Unauthorized", "Unauthorized: the API key is not valid.")
 
@@ -71,6 +72,11 @@ class Gjirafa(VendorSim):
     def reset(self) -> None:
         super().reset()
         self.api_keys = {DEMO_KEY}
+
+    @classmethod
+    def stream_key(cls, n: int) -> str:
+        """{project_id}/{media}: each project has its video, then its audio."""
+        return f"vp-live-{(n + 1) // 2:05d}/{'video' if n % 2 else 'audio'}"
 
     def stream_attrs(self, key: str, scenario: str, index: int) -> dict[str, str]:
         attrs = super().stream_attrs(key, scenario, index)
@@ -100,7 +106,7 @@ class Gjirafa(VendorSim):
         return Reply(200, body, error="success:false")
 
     def add_routes(self, app: web.Application) -> None:
-        async def handle(request: web.Request) -> web.Response:
+        async def handle(request: web.Request) -> web.StreamResponse:
             project = request.match_info["project_id"]
             media = "audio" if request.match_info["kind"].startswith("audio") else "video"
             key = f"{project}/{media}"

@@ -55,14 +55,25 @@ def retry_after_header(seconds: float) -> str:
 
 @dataclass
 class RequestRecord:
-    """One vendor request as the simulator saw it. `credential` is never a secret."""
+    """One vendor request as the simulator saw it. `credential` is never a secret.
+
+    Times are on the simulator's monotonic clock: `received` when the request reached the
+    simulator (on loopback: when the client sent it), `time` when it arrived at the vendor,
+    which counts it then (later than `received` when the vendor has latency), `answered` when
+    the answer's first byte left and `finished` when its last one did (or the connection
+    ended). Without latency the four are equal.
+    """
 
     vendor: str
     endpoint: str
     credential: str | None
-    time: float  # simulator monotonic clock
-    wall: float  # simulator wall clock
+    time: float  # arrival: when the vendor counted the request (rate limits, max_in_window)
+    wall: float  # simulator wall clock at arrival
     streams: tuple[str, ...] = ()
+    received: float | None = None  # None: the same as `time`
+    answered: float | None = None  # None while in flight
+    finished: float | None = None
+    latency: float = 0.0  # the answer time drawn for this request (0 without latency)
     status: int | None = None  # HTTP status; None while in flight
     error: str | None = None  # vendor error code when the answer is a failure
     fault: str | None = None  # injected fault kind

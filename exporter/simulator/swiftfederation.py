@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
@@ -25,6 +25,8 @@ DEMO_FZONE: Final = "SG"
 MALFORMED_DEFAULT: Final = ("live.example.com/demoapp/backup",)
 POINT_SECONDS = 300.0
 _REGION = "SG"
+_DOMAIN = "live.example.com"  # the demo's domain and app, where add_streams puts its streams
+_APP = "demoapp"
 _PROTOCOLS = ("http-flv", "ll-hls", "hls/dash")
 _DEFAULT_POINTS = 6
 _MAX_POINTS = 288
@@ -51,6 +53,8 @@ class SwiftFederation(VendorSim):
     # stream keys whose answers carry one malformed timestamp
     quirks: ClassVar[Settings] = {"sfd_malformed_streams": MALFORMED_DEFAULT}
     quick_first_cycle: ClassVar[Settings] = {"rate_limit": [{"requests": 300, "per": "1m"}]}
+    demo_latency = (0.2, 0.08)
+    list_endpoints: ClassVar[frozenset[str]] = frozenset({"stream"})
     over_limit_error = ("RequestLimit.Exceeded", "The request rate limit is exceeded.")
     auth_error = ("Signature.NotMatch", "The signature does not match.")
     throttle_error = ("RequestLimit.Exceeded", "The request rate limit is exceeded.")
@@ -68,6 +72,11 @@ class SwiftFederation(VendorSim):
             self.malformed_streams = set(str_list(value))
         else:
             super().set_quirk(name, value)
+
+    @classmethod
+    def stream_key(cls, n: int) -> str:
+        """{domain}/{app}/{stream}: all on the demo's domain and app."""
+        return f"{_DOMAIN}/{_APP}/stream-{n:05d}"
 
     def stream_attrs(self, key: str, scenario: str, index: int) -> dict[str, str]:
         attrs = super().stream_attrs(key, scenario, index)
@@ -94,7 +103,7 @@ class SwiftFederation(VendorSim):
         }
 
     def add_routes(self, app: web.Application) -> None:
-        async def handle(request: web.Request) -> web.Response:
+        async def handle(request: web.Request) -> web.StreamResponse:
             body = await request.read()
             refusal = verify(request, self, body)
             match = _AUTH.fullmatch(request.headers.get("Authorization", "").strip())
@@ -160,14 +169,25 @@ def verify(request: web.Request, vendor: SwiftFederation, body: bytes) -> Reply 
     return None
 
 
-def _selected(vendor: SwiftFederation, query: Mapping[str, str]) -> list[SimStream]:
-    return [
-        s
-        for s in vendor.visible()
-        if s.attrs.get("domain") == query.get("domain")
-        and (not query.get("app") or s.attrs.get("app") == query.get("app"))
-        and (not query.get("stream") or s.attrs.get("stream") == query.get("stream"))
-    ]
+def _matches(domain: str, app: str, stream: str = "") -> Callable[[SimStream, float], bool]:
+    def keep(s: SimStream, now: float) -> bool:
+        return (
+            s.attrs.get("domain") == domain
+            and (not app or s.attrs.get("app") == app)
+            and (not stream or s.attrs.get("stream") == stream)
+        )
+
+    return keep
+
+
+def _selected(vendor: SwiftFederation, query: Mapping[str, str]) -> Sequence[SimStream]:
+    """The streams of the query's domain (and app, and stream): one stream by its key, many by
+    a view of the domain (or app)."""
+    domain, app, stream = query.get("domain", ""), query.get("app", ""), query.get("stream", "")
+    if domain and app and stream:
+        found = vendor.find(f"{domain}/{app}/{stream}")
+        return [found] if found is not None and found.attrs.get("stream") == stream else []
+    return vendor.view(("selected", domain, app, stream), _matches(domain, app, stream))
 
 
 def _parse_ts(value: str) -> float:
@@ -209,16 +229,21 @@ def concurrent_viewers(vendor: SwiftFederation, query: Mapping[str, str]) -> Rep
 
 
 def stream_list(vendor: SwiftFederation, query: Mapping[str, str]) -> Reply:
+    """Every stream of the domain (and app) in one answer: the list has no pages."""
     now = vendor.sim.now()
+    domain, app = query.get("domain", ""), query.get("app", "")
+    streaming = query.get("streamingStatus") == "streaming"
+
+    def keep(s: SimStream, t: float) -> bool:
+        return (
+            (not domain or s.attrs.get("domain") == domain)
+            and (not app or s.attrs.get("app") == app)
+            and (not streaming or s.is_live(t))
+        )
+
     streams: list[dict[str, Any]] = []
-    for s in vendor.visible():
-        if query.get("domain") and s.attrs.get("domain") != query["domain"]:
-            continue
-        if query.get("app") and s.attrs.get("app") != query["app"]:
-            continue
+    for s in vendor.view(("list", domain, app, streaming), keep):
         live = s.is_live(now)
-        if query.get("streamingStatus") == "streaming" and not live:
-            continue
         session = s.latest_session(now)
         latest = now if live else (session.end if session and session.end else None)
         streams.append(

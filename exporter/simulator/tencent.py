@@ -47,6 +47,8 @@ class Tencent(VendorSim):
     prefix = "/tencent"
     limits: ClassVar[Limits] = {"get_room_stats": [(100, 1.0)], "get_room_list": [(10, 1.0)]}
     scale = 3.0
+    demo_latency = (0.25, 0.1)
+    list_endpoints: ClassVar[frozenset[str]] = frozenset({"get_room_list"})
     scenarios: ClassVar[Catalog] = {  # stream key: the room id
         "live_room_main": "rising",
         "live_room_music": "falling",
@@ -60,6 +62,11 @@ class Tencent(VendorSim):
     def reset(self) -> None:
         super().reset()
         self.apps = {DEMO_APP_ID: DEMO_SECRET}
+
+    @classmethod
+    def stream_key(cls, n: int) -> str:
+        """A room id (at most 48 characters)."""
+        return f"live_room_{n:06d}"
 
     def adjust_demo_stream(self, stream: SimStream, scenario: str) -> None:
         session = stream.sessions[0]
@@ -113,7 +120,7 @@ class Tencent(VendorSim):
 
     def add_routes(self, app: web.Application) -> None:
 
-        async def handle(request: web.Request) -> web.Response:
+        async def handle(request: web.Request) -> web.StreamResponse:
             endpoint = request.match_info["endpoint"]
             query = request.query
             refusal = verify(self, query)

@@ -1,9 +1,39 @@
-"""The exposition of the store: a collector over its snapshots, rendered once per change.
+"""The exposition of the store on /metrics: cached bytes joined, only what changed rebuilt.
 
-Every family is built afresh on each render from the snapshots, so a stream that
-vanished vanishes from /metrics: there are no global labelled gauges to forget.
-`MetricsCache` renders the exporter's families once per change of the store and format;
-the process metrics, which change on every scrape, are rendered fresh and appended.
+How a scrape works (`MetricsCache.scrape`):
+
+1. `Store.expire` drops what went stale (a heap of deadlines: nothing to do while none is due).
+2. `RowTable.refresh` rebuilds the blocks that polls changed since the last scrape: every
+   target's lines were rendered once when its poll landed (`exporter.store.lines`), and a
+   block is the joined lines of 256 targets in one family (`exporter.store.rows`).
+3. The body is the parts in order: per family with samples its `# HELP`/`# TYPE` header
+   (per format) and its lines in chunks of 8 blocks; then, rendered afresh on every scrape
+   because they are small and change often, the exporter's self-metrics and the process
+   metrics (`process_*`, `python_*`); OpenMetrics ends with `# EOF`.  A family without
+   samples is left out.  The parts are not joined: the web handler writes them one by one.
+4. gzip: every (family, block) is compressed once per change into an independent deflate
+   segment (`exporter.store.deflate`), headers once for good; the response is one gzip
+   member made of those segments plus the fresh tail's, its CRC combined from theirs.
+
+The web handler calls `scrape_async`, which compresses a lot of changes in a worker thread
+rather than on the event loop, and the app runs `keep_warm`, which compresses changes soon
+after they land, so that a gzip scrape usually finds everything compressed already.
+
+`StoreCollector` renders the same families from scratch with prometheus_client; the tests
+check the incremental exposition against it.
+
+In process, e.g. for a benchmark (`Target.of(spec)` takes any object with `key()` and
+`stream_label()`; `Sample.of(name, value, **extra_labels)` a catalog metric):
+
+    store = Store()
+    store.keep_sources([("fermion-main", "fermion", SourceStats(provider="fermion"))])
+    store.set_targets("fermion-main", targets)
+    for t in targets:  # and again for those whose values change, before each scrape
+        store.record_success("fermion-main", t.key, samples, now=time.time(),
+                             mono=time.monotonic(), duration=0.1)
+    cache = MetricsCache(store, ReloadStatus(), SystemClock())
+    body = cache.scrape(openmetrics=False, gzip=True)  # Body: .parts, .size, .join()
+    body = await cache.scrape_async(False, gzip=True)  # as the web handler does
 
 Example exposition (one cloudflare target and its source):
 
@@ -20,19 +50,42 @@ Example exposition (one cloudflare target and its source):
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client import exposition as prom_text
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.openmetrics import exposition as prom_om
 from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.model.catalog import CATALOG, SOURCE_LABELS, STREAM_LABELS, MetricDef
 from exporter.model.clock import Clock
+from exporter.store.deflate import GZIP_HEADER, Segment, crc32_combine, deflate, trailer
+from exporter.store.lines import (
+    API_REQUEST_DURATION,
+    API_REQUESTS,
+    BUDGET,
+    BUILD_INFO,
+    CYCLE_DURATION,
+    HEALTH_FAMILIES,
+    IN_FLIGHT,
+    POLL_INTERVAL,
+    RATE_LIMIT_WAITS,
+    RELOAD_OK,
+    RELOAD_TIMESTAMP,
+    ROW_FAMILIES,
+    SKIPPED_POINTS,
+    TARGETS,
+    THROTTLED,
+    FamilyDef,
+    render_metrics,
+    self_metrics,
+)
+from exporter.store.rows import GzipJob, GzipResult, compress
 from exporter.store.store import Store
 
 
@@ -42,8 +95,21 @@ def _family(name: str, mdef: MetricDef, labels: tuple[str, ...]) -> Metric:
     return GaugeMetricFamily(name, mdef.help, labels=labels)
 
 
+def _gauge(fdef: FamilyDef, labels: Sequence[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(fdef.base, fdef.help, labels=labels)
+
+
+def _counter(fdef: FamilyDef, labels: Sequence[str]) -> CounterMetricFamily:
+    return CounterMetricFamily(fdef.base, fdef.help, labels=labels)
+
+
 class StoreCollector(Collector):
-    """Renders the store: stream, app, health and per-source exporter metrics."""
+    """Renders the store from scratch with prometheus_client's families: stream, app, health
+    and per-source exporter metrics.
+
+    `/metrics` no longer goes through it (see `MetricsCache`); it is the reference the
+    incremental exposition is tested against, and what the tests' rigs scrape.
+    """
 
     def __init__(self, store: Store, *, reload_status: ReloadStatus) -> None:
         self._store = store
@@ -102,21 +168,7 @@ class StoreCollector(Collector):
         fam.add_metric(list(values), value)  # type: ignore[attr-defined]
 
     def _health_metrics(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "livestream_target_up",
-            "Whether the last poll of the target succeeded (1) or failed (0).",
-            labels=STREAM_LABELS,
-        )
-        last = GaugeMetricFamily(
-            "livestream_target_last_success_timestamp_seconds",
-            "When the target was last polled successfully, in Unix seconds.",
-            labels=STREAM_LABELS,
-        )
-        dur = GaugeMetricFamily(
-            "livestream_target_poll_duration_seconds",
-            "How long the last poll of the target took, in seconds.",
-            labels=STREAM_LABELS,
-        )
+        up, last, dur = (_gauge(f, STREAM_LABELS) for f in HEALTH_FAMILIES)
         for s in self._store.sources.values():
             for t in list(s.targets.values()):
                 if t.gone or not t.attempted:
@@ -130,46 +182,14 @@ class StoreCollector(Collector):
         yield from (up, last, dur)
 
     def _exporter_metrics(self) -> Iterator[Metric]:
-        req = CounterMetricFamily(
-            "livestream_exporter_api_requests",
-            "Requests sent to the vendor API, by endpoint and HTTP status (or timeout/error).",
-            labels=(*SOURCE_LABELS, "endpoint", "code"),
-        )
+        src = SOURCE_LABELS
+        req = _counter(API_REQUESTS, (*src, "endpoint", "code"))
         hist = HistogramMetricFamily(
-            "livestream_exporter_api_request_duration_seconds",
-            "Duration of requests to the vendor API, in seconds.",
-            labels=(*SOURCE_LABELS, "endpoint"),
+            API_REQUEST_DURATION.base, API_REQUEST_DURATION.help, labels=(*src, "endpoint")
         )
-        thr = CounterMetricFamily(
-            "livestream_exporter_throttled",
-            "Answers that asked the exporter to slow down (HTTP 429 or a vendor's throttling code).",
-            labels=SOURCE_LABELS,
-        )
-        waits = CounterMetricFamily(
-            "livestream_exporter_rate_limit_waits",
-            "Requests the rate limiter delayed to stay within the budget.",
-            labels=SOURCE_LABELS,
-        )
-        skipped = CounterMetricFamily(
-            "livestream_exporter_skipped_points",
-            "Vendor data points skipped because they were malformed (e.g. a bad timestamp).",
-            labels=SOURCE_LABELS,
-        )
-        budget = GaugeMetricFamily(
-            "livestream_exporter_rate_limit_requests_per_second",
-            "The request budget in force (the tightest window), in requests per second.",
-            labels=SOURCE_LABELS,
-        )
-        interval = GaugeMetricFamily(
-            "livestream_exporter_poll_interval_seconds",
-            "Effective poll interval of the source (the configured one, lengthened to fit the budget),"
-            " in seconds.",
-            labels=SOURCE_LABELS,
-        )
-        targets = GaugeMetricFamily(
-            "livestream_exporter_targets",
-            "Targets the source polls, configured and discovered.",
-            labels=SOURCE_LABELS,
+        thr, waits, skipped = (_counter(f, src) for f in (THROTTLED, RATE_LIMIT_WAITS, SKIPPED_POINTS))
+        budget, interval, targets, cycle, in_flight = (
+            _gauge(f, src) for f in (BUDGET, POLL_INTERVAL, TARGETS, CYCLE_DURATION, IN_FLIGHT)
         )
         for s in self._store.sources.values():
             st = s.stats
@@ -184,27 +204,16 @@ class StoreCollector(Collector):
             budget.add_metric(lv, st.budget_rps)
             interval.add_metric(lv, st.interval)
             targets.add_metric(lv, float(st.targets))
-        yield from (req, hist, thr, waits, skipped, budget, interval, targets)
+            cycle.add_metric(lv, st.cycle_seconds)
+            in_flight.add_metric(lv, float(st.in_flight))
+        yield from (req, hist, thr, waits, skipped, budget, interval, targets, cycle, in_flight)
 
-        info = GaugeMetricFamily(
-            "livestream_exporter_build_info",
-            "Build information; always 1.",
-            labels=("version", "python_version"),
-        )
+        info = _gauge(BUILD_INFO, ("version", "python_version"))
         info.add_metric([__version__, platform.python_version()], 1.0)
-        yield info
-        ok = GaugeMetricFamily(
-            "livestream_exporter_config_last_reload_successful",
-            "Whether the last configuration reload succeeded.",
-        )
+        ok, ts = _gauge(RELOAD_OK, ()), _gauge(RELOAD_TIMESTAMP, ())
         ok.add_metric([], 1.0 if self._reload.successful else 0.0)
-        yield ok
-        ts = GaugeMetricFamily(
-            "livestream_exporter_config_last_reload_success_timestamp_seconds",
-            "When the configuration was last loaded successfully, in Unix seconds.",
-        )
         ts.add_metric([], self._reload.last_success)
-        yield ts
+        yield from (info, ok, ts)
 
 
 @dataclass
@@ -213,33 +222,223 @@ class ReloadStatus:
     last_success: float = 0.0
 
 
-class MetricsCache:
-    """The /metrics body: the store's families rendered once per change, process metrics fresh."""
+@dataclass(frozen=True)
+class Body:
+    """A /metrics body: `parts` to send in this order, `size` bytes in all (gzipped or not)."""
 
-    def __init__(self, store: Store, reload_status: ReloadStatus, clock: Clock) -> None:
+    parts: tuple[bytes, ...]
+    size: int
+    gzip: bool
+
+    def join(self) -> bytes:
+        return b"".join(self.parts)
+
+
+@dataclass(frozen=True)
+class _Head:
+    """The row families' parts in one format and encoding, as of a version of the rows."""
+
+    version: int
+    parts: tuple[bytes, ...]
+    size: int  # uncompressed
+    crc: int  # of the uncompressed text (gzip only)
+
+
+@functools.cache
+def _header_segment(fdef: FamilyDef, openmetrics: bool, level: int) -> Segment:
+    return deflate(fdef.header(openmetrics), level)
+
+
+def _compress_all(jobs: list[GzipJob], level: int) -> list[GzipResult]:
+    return [compress(job, level) for job in jobs]
+
+
+#: less to compress than this is compressed on the event loop (about 0.5 ms), more in a thread
+THREAD_MIN_BYTES = 128 * 1024
+#: `keep_warm` compresses changes ahead of the scrapes while gzip scrapes came this recently
+WARM_FOR_SECONDS = 600.0
+#: the process metrics (CPU, memory, file descriptors) are read at most this often
+PROCESS_METRICS_SECONDS = 1.0
+#: how often `keep_warm` looks for changes
+WARM_PERIOD_SECONDS = 0.05
+
+
+class MetricsCache:
+    """The /metrics body, rebuilt only where polls changed something since the last scrape.
+
+    `scrape` does everything on the calling thread; the web handler uses `scrape_async`,
+    which first compresses big changes in a worker thread, and runs `keep_warm`, which
+    compresses changes soon after they land, so that gzip scrapes seldom compress at all.
+    """
+
+    def __init__(
+        self, store: Store, reload_status: ReloadStatus, clock: Clock, *, process_metrics: bool = True
+    ) -> None:
         self._store = store
+        self._reload = reload_status
         self._clock = clock
-        self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(StoreCollector(store, reload_status=reload_status))
+        #: the process metrics (`process_*`, `python_*`), unless `process_metrics` is False
         self._process = CollectorRegistry(auto_describe=False)
-        ProcessCollector(registry=self._process)
-        PlatformCollector(registry=self._process)
-        GCCollector(registry=self._process)
-        self._cache: dict[bool, tuple[int, bytes]] = {}
-        #: how many times the store's families were rendered (a scrape that hits the cache renders none)
+        if process_metrics:
+            ProcessCollector(registry=self._process)
+            PlatformCollector(registry=self._process)
+            GCCollector(registry=self._process)
+        self._heads: dict[tuple[bool, bool], _Head] = {}
+        self._process_cache: dict[bool, tuple[float, bytes]] = {}
+        self._compressing: asyncio.Future[list[GzipResult]] | None = None
+        self._gzip_scrapes = 0
+        self._gzip_seen: tuple[int, float] | None = None  # (gzip scrapes, loop time) for keep_warm
+        #: scrapes that had to rebuild anything (blocks, chunks, gzip segments); a scrape
+        #: while nothing changed rebuilds nothing
         self.renders = 0
+        #: passes of `keep_warm` that compressed something ahead of the scrapes
+        self.warmed = 0
+
+    def scrape(self, openmetrics: bool, gzip: bool = False) -> Body:
+        """The body now, in the text format 0.0.4 or OpenMetrics, gzipped or not."""
+        return self._scrape(openmetrics, gzip, prepared=False)
+
+    async def scrape_async(
+        self, openmetrics: bool, gzip: bool = False, executor: Executor | None = None
+    ) -> Body:
+        """`scrape`, but what polls changed is compressed in a worker thread (`executor`, the
+        loop's default one if None) when it is much, rather than on the event loop."""
+        prepared = False
+        if gzip:
+            self._store.expire(self._clock.monotonic())
+            prepared = await self._compress_changes(executor, THREAD_MIN_BYTES)
+        return self._scrape(openmetrics, gzip, prepared=prepared)
 
     def render(self, openmetrics: bool) -> bytes:
+        """The uncompressed body as one bytes object."""
+        return self.scrape(openmetrics).join()
+
+    def _scrape(self, openmetrics: bool, gzip: bool, *, prepared: bool) -> Body:
         store = self._store
+        builds = store.rows.builds
         store.expire(self._clock.monotonic())
-        hit = self._cache.get(openmetrics)
-        if hit is None or hit[0] != store.generation:
-            generation = store.generation
-            gen = prom_om.generate_latest if openmetrics else prom_text.generate_latest
-            body = gen(self._registry)
+        store.rows.refresh()
+        head = self._head(openmetrics, gzip)
+        if prepared or store.rows.builds != builds:
             self.renders += 1
-            if openmetrics:
-                body = body.removesuffix(b"# EOF\n")
-            self._cache[openmetrics] = hit = (generation, body)
-        gen = prom_om.generate_latest if openmetrics else prom_text.generate_latest
-        return hit[1] + gen(self._process)
+        tail = self._tail(openmetrics)
+        if not gzip:
+            return Body((*head.parts, tail), head.size + len(tail), gzip=False)
+        self._gzip_scrapes += 1
+        seg = deflate(tail, store.rows.gzip_level)
+        crc = crc32_combine(head.crc, seg.crc, seg.size)
+        end = seg.data + trailer(crc, head.size + seg.size)
+        return Body((*head.parts, end), sum(len(p) for p in head.parts) + len(end), gzip=True)
+
+    def _head(self, openmetrics: bool, gzip: bool) -> _Head:
+        """The row families' parts, as of the last refresh of the rows.
+
+        Plain, the parts are each family's header and chunks, sent as they are.  Gzipped,
+        the 10-byte gzip header (the first write goes out joined with the HTTP headers) and
+        every family's segments joined into one bytes object: one write rather than many
+        small ones, each a system call."""
+        rows = self._store.rows
+        head = self._heads.get((openmetrics, gzip))
+        if head is not None and head.version == rows.version:
+            return head
+        parts: list[bytes] = []
+        size = crc = 0
+        for f, fdef in enumerate(ROW_FAMILIES):
+            if not rows.present(f):
+                continue
+            if gzip:
+                hseg = _header_segment(fdef, openmetrics, rows.gzip_level)
+                bseg, _ = rows.gzip_body(f)
+                parts += (hseg.data, bseg.data)
+                crc = crc32_combine(crc32_combine(crc, hseg.crc, hseg.size), bseg.crc, bseg.size)
+                size += hseg.size + bseg.size
+            else:
+                header = fdef.header(openmetrics)
+                chunks = rows.parts(f)
+                parts.append(header)
+                parts += chunks
+                size += len(header) + sum(len(chunk) for chunk in chunks)
+        joined = (GZIP_HEADER, b"".join(parts)) if gzip else tuple(parts)
+        head = self._heads[(openmetrics, gzip)] = _Head(rows.version, joined, size, crc)
+        return head
+
+    def _tail(self, openmetrics: bool) -> bytes:
+        """What is rendered on every scrape: the self-metrics, the process metrics, `# EOF`."""
+        own = self_metrics(
+            ((s.provider, s.name, s.stats) for s in self._store.sources.values()),
+            reload_successful=self._reload.successful,
+            reload_last_success=self._reload.last_success,
+            openmetrics=openmetrics,
+        )
+        return (
+            (own + self._process_lines(openmetrics) + b"# EOF\n")
+            if openmetrics
+            else (own + self._process_lines(openmetrics))
+        )
+
+    def _process_lines(self, openmetrics: bool) -> bytes:
+        """The process metrics, read afresh at most once a second: scrapes closer together
+        than that (several Prometheus servers, a dashboard refreshing) share them."""
+        now = self._clock.monotonic()
+        cached = self._process_cache.get(openmetrics)
+        if cached is None or now - cached[0] >= PROCESS_METRICS_SECONDS:
+            cached = self._process_cache[openmetrics] = (
+                now,
+                render_metrics(self._process.collect(), openmetrics),
+            )
+        return cached[1]
+
+    # -- compression off the event loop ---------------------------------------------------
+    async def _compress_changes(self, executor: Executor | None, thread_min: int) -> bool:
+        """Refresh the rows and compress every changed block: in `executor` when there is at
+        least `thread_min` bytes to compress, else here.  One compression runs at a time; a
+        caller that finds one running waits for it and looks again.  Whether it compressed."""
+        rows = self._store.rows
+        did = False
+        for _ in range(3):  # polls may land meanwhile: a few rounds, the scrape does the rest
+            rows.refresh()
+            jobs = rows.gzip_jobs()
+            if not jobs:
+                break
+            if self._compressing is not None:
+                await asyncio.shield(self._compressing)
+                continue
+            if sum(job.pending for job in jobs) < thread_min:
+                results = _compress_all(jobs, rows.gzip_level)
+            else:
+                loop = asyncio.get_running_loop()
+                self._compressing = fut = loop.run_in_executor(executor, _compress_all, jobs, rows.gzip_level)
+                try:
+                    results = await asyncio.shield(fut)
+                finally:
+                    self._compressing = None
+            for result in results:
+                rows.gzip_install(result)
+            did = True
+        return did
+
+    async def keep_warm(self, executor: Executor | None = None) -> None:
+        """Run while serving: compress what polls changed soon after they land (in
+        `executor` when it is much), so that a gzip scrape finds it done.  Only while gzip
+        scrapes come (the last within WARM_FOR_SECONDS).
+
+        It sleeps on the event loop's own clock, not the exporter's `Clock`: it only
+        prepares what a scrape would otherwise compute itself."""
+        while True:
+            await asyncio.sleep(WARM_PERIOD_SECONDS)
+            await self.warm(executor)
+
+    async def warm(self, executor: Executor | None = None) -> bool:
+        """One pass of `keep_warm`: whether it compressed anything."""
+        loop = asyncio.get_running_loop()
+        if self._gzip_seen is None or self._gzip_seen[0] != self._gzip_scrapes:
+            self._gzip_seen = (self._gzip_scrapes, loop.time())
+        if self._gzip_scrapes == 0 or loop.time() - self._gzip_seen[1] > WARM_FOR_SECONDS:
+            return False
+        if not await self._compress_changes(executor, THREAD_MIN_BYTES):
+            return False
+        for openmetrics, gzip in list(self._heads):  # and join what the scrapers will ask for
+            if gzip:
+                self._head(openmetrics, gzip)
+        self.warmed += 1
+        return True

@@ -1,9 +1,12 @@
 """What the exporter knows: the latest snapshot of every target of every source.
 
 Polls replace a target's `TargetState` as a whole (it is frozen), so `/metrics` reads a
-consistent snapshot without locks.  Every change bumps `Store.generation`, which is how
-the exposition knows when its cached rendering is out of date.  The store is the
-engine's `PollSink`.
+consistent snapshot without locks.  The store is the engine's `PollSink`.
+
+When a poll lands, the store also renders the target's exposition lines once (its row in
+`Store.rows`, see `exporter.store.rows`): a scrape then only joins cached bytes and rebuilds
+the blocks that changed.  Every change bumps `Store.generation`.  Values expire through a
+heap of deadlines (`exporter.store.expiry`), so `expire` costs nothing while none is due.
 """
 
 from __future__ import annotations
@@ -15,6 +18,12 @@ from typing import Any
 from exporter.engine.stats import SourceStats
 from exporter.model.errors import GoneError, PollError
 from exporter.model.samples import Sample, Target
+from exporter.store.expiry import Deadlines, Row
+from exporter.store.lines import ROW_FAMILIES, Health, row_lines
+from exporter.store.rows import BLOCK_SLOTS, CHUNK_BLOCKS, GZIP_LEVEL, RowTable
+
+#: deadlines are checked this much early, so that float rounding never makes one late
+_EARLY = 1e-6
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,8 @@ class TargetState:
     error: str | None = None  # the PollError kind of the last failure
     error_message: str | None = None
     gone: bool = False
+    #: its row in `Store.rows`
+    slot: int = -1
 
     @property
     def health(self) -> str:
@@ -49,12 +60,29 @@ class SourceState:
     app_samples: tuple[Sample, ...] = ()
     app_last_success_mono: float | None = None
     attempted: bool = False
+    #: the row of its app-level values in `Store.rows`
+    app_slot: int = -1
 
 
 class Store:
-    def __init__(self) -> None:
+    """Every source's targets and values, and their rendered lines in `rows`.
+
+    `block_slots`, `chunk_blocks` and `gzip_level` tune the row table (see `RowTable`).
+    """
+
+    def __init__(
+        self,
+        *,
+        block_slots: int = BLOCK_SLOTS,
+        chunk_blocks: int = CHUNK_BLOCKS,
+        gzip_level: int = GZIP_LEVEL,
+    ) -> None:
         self.sources: dict[str, SourceState] = {}
         self.generation = 0
+        self.rows = RowTable(
+            len(ROW_FAMILIES), block_slots=block_slots, chunk_blocks=chunk_blocks, gzip_level=gzip_level
+        )
+        self._deadlines = Deadlines()
 
     def bump(self) -> None:
         self.generation += 1
@@ -66,21 +94,45 @@ class Store:
         A source that keeps its name and provider keeps its targets' last values; a new
         one starts empty and not yet attempted; one that is gone vanishes with its series.
         """
+        wanted = {name: (provider, stats) for name, provider, stats in sources}  # the last one counts
         new: dict[str, SourceState] = {}
-        for name, provider, stats in sources:
+        for name, (provider, stats) in wanted.items():
             prev = self.sources.get(name)
             if prev is not None and prev.provider == provider:
                 prev.stats = stats
                 new[name] = prev
             else:
-                new[name] = SourceState(name=name, provider=provider, stats=stats)
+                new[name] = SourceState(
+                    name=name, provider=provider, stats=stats, app_slot=self.rows.allocate()
+                )
+        for name, old in self.sources.items():
+            if new.get(name) is not old:
+                self._release(old)
         self.sources = new
         self.bump()
 
+    def _release(self, s: SourceState) -> None:
+        for key, t in s.targets.items():
+            self._forget(s.name, key, t)
+        self.rows.release(s.app_slot)
+        self._deadlines.cancel((s.name, None))
+
+    def _forget(self, source: str, key: str, t: TargetState) -> None:
+        """The target is removed: its row and its deadline go."""
+        self.rows.release(t.slot)
+        self._deadlines.cancel((source, key))
+
     def set_stale_after(self, source: str, seconds: float) -> None:
         s = self.sources.get(source)
-        if s is not None:
-            s.stale_after = seconds
+        if s is None:
+            return
+        if seconds < s.stale_after:  # the deadlines in the heap may come too late now
+            for key, t in s.targets.items():
+                if t.samples and t.last_success_mono is not None:
+                    self._deadlines.schedule((source, key), t.last_success_mono + seconds - _EARLY)
+            if s.app_samples and s.app_last_success_mono is not None:
+                self._deadlines.schedule((source, None), s.app_last_success_mono + seconds - _EARLY)
+        s.stale_after = seconds
 
     def changed(self) -> None:
         self.bump()
@@ -95,8 +147,18 @@ class Store:
         old = s.targets
         new: dict[str, TargetState] = {}
         for t in targets:
-            prev = old.get(t.key)
-            new[t.key] = replace(prev, target=t) if prev is not None else TargetState(target=t)
+            prev = new.get(t.key) or old.get(t.key)
+            if prev is None:
+                new[t.key] = TargetState(target=t, slot=self.rows.allocate())
+            elif prev.target is t:
+                new[t.key] = prev
+            else:
+                new[t.key] = state = replace(prev, target=t)
+                if t.stream != prev.target.stream:
+                    self._render(s, state)
+        for key, state in old.items():
+            if key not in new:
+                self._forget(source, key, state)
         s.targets = new
         self.bump()
 
@@ -107,7 +169,7 @@ class Store:
         prev = s.targets.get(key)
         if prev is None:
             return  # removed while its poll was in flight
-        s.targets[key] = replace(
+        s.targets[key] = state = replace(
             prev,
             samples=tuple(samples),
             up=True,
@@ -119,6 +181,8 @@ class Store:
             error_message=None,
             gone=False,
         )
+        self._render(s, state)
+        self._watch((source, key), state.samples, mono, s.stale_after)
         self.bump()
 
     def record_failure(self, source: str, key: str, error: PollError, *, duration: float) -> None:
@@ -128,7 +192,7 @@ class Store:
         if prev is None:
             return
         gone = isinstance(error, GoneError)
-        s.targets[key] = replace(
+        s.targets[key] = state = replace(
             prev,
             samples=() if gone else prev.samples,
             up=False,
@@ -138,12 +202,15 @@ class Store:
             error_message=error.message,
             gone=gone,
         )
+        self._render(s, state)
         self.bump()
 
     def record_app(self, source: str, samples: Sequence[Sample], *, mono: float) -> None:
         s = self.sources[source]
         s.app_samples = tuple(samples)
         s.app_last_success_mono = mono
+        self._render_app(s)
+        self._watch((source, None), s.app_samples, mono, s.stale_after)
         self.bump()
 
     def mark_attempted(self, source: str) -> None:
@@ -153,26 +220,58 @@ class Store:
             self.bump()
 
     def expire(self, mono: float) -> None:
-        """Drop the values of targets without a successful poll for `stale_after`."""
+        """Drop the values of targets without a successful poll for `stale_after`.
+
+        Only the rows whose deadline has come are looked at: nothing while none is due.
+        """
         changed = False
-        for s in self.sources.values():
-            for key, t in list(s.targets.items()):
-                if (
-                    t.samples
-                    and t.last_success_mono is not None
-                    and mono - t.last_success_mono > s.stale_after
-                ):
-                    s.targets[key] = replace(t, samples=())
-                    changed = True
-            if (
-                s.app_samples
-                and s.app_last_success_mono is not None
-                and mono - s.app_last_success_mono > s.stale_after
-            ):
+        for row in self._deadlines.due(mono):
+            source, key = row
+            s = self.sources.get(source)
+            if s is None:
+                continue
+            if key is None:
+                last, has_values = s.app_last_success_mono, bool(s.app_samples)
+            else:
+                t = s.targets.get(key)
+                if t is None:
+                    continue
+                last, has_values = t.last_success_mono, bool(t.samples)
+            if not has_values or last is None:
+                continue
+            if mono - last <= s.stale_after:  # a later success, or a longer stale_after
+                self._deadlines.schedule(row, last + s.stale_after - _EARLY)
+                continue
+            changed = True
+            if key is None:
                 s.app_samples = ()
-                changed = True
+                self._render_app(s)
+            else:
+                s.targets[key] = state = replace(s.targets[key], samples=())
+                self._render(s, state)
         if changed:
             self.bump()
 
     def ready(self) -> bool:
         return bool(self.sources) and all(s.attempted for s in self.sources.values())
+
+    # -- rendering ------------------------------------------------------------------------
+    def _render(self, s: SourceState, t: TargetState) -> None:
+        """Render the target's lines into its row: none when gone, health once attempted."""
+        if t.gone:
+            self.rows.set(t.slot, {})
+            return
+        health = Health(t.up, t.last_success, t.poll_duration) if t.attempted else None
+        base = (("provider", s.provider), ("source", s.name), ("stream", t.target.stream))
+        self.rows.set(t.slot, row_lines(base, t.samples, health))
+
+    def _render_app(self, s: SourceState) -> None:
+        self.rows.set(
+            s.app_slot, row_lines((("provider", s.provider), ("source", s.name)), s.app_samples, None)
+        )
+
+    def _watch(self, row: Row, samples: Sequence[Sample], mono: float, stale_after: float) -> None:
+        """Values just landed: make sure the row's expiry is scheduled (a pending deadline,
+        earlier than this one, is checked against the new success when it comes up)."""
+        if samples and not self._deadlines.pending(row):
+            self._deadlines.schedule(row, mono + stale_after - _EARLY)

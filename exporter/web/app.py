@@ -1,23 +1,28 @@
 """The web server: /metrics, the landing page, health, readiness and reload.
 
-`/metrics` does no I/O: it serves the exposition's cached rendering, gzipped when asked.
+`/metrics` serves the exposition's cached parts (`MetricsCache.scrape_async`; only the
+small self-metrics and process metrics are rendered afresh), gzipped when asked: joined
+into one write when the body is small, written one by one when it is big.
 The server sees the running exporter only as `ExporterView`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-import gzip
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
 from aiohttp.typedefs import Middleware
 from prometheus_client import exposition as prom_text
 from prometheus_client.openmetrics import exposition as prom_om
 
 from exporter.model.redaction import REDACTOR
-from exporter.store.exposition import MetricsCache
+from exporter.store.exposition import Body, MetricsCache
 from exporter.web.landing import landing_page
 from exporter.web.view import ExporterView
 from exporter.web.webconfig import LiveWebConfig
@@ -26,6 +31,9 @@ EXPORTER = web.AppKey("exporter", ExporterView)
 CACHE = web.AppKey("metrics_cache", MetricsCache)
 TELEMETRY_PATH = web.AppKey("telemetry_path", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: a body up to this size goes out in one write (one copy is cheaper than a write per part);
+#: a bigger one part by part (a copy of many megabytes costs more than the writes)
+JOIN_UP_TO = 4 * 1024 * 1024
 
 
 def _wants_openmetrics(accept: str) -> bool:
@@ -36,17 +44,50 @@ def _wants_openmetrics(accept: str) -> bool:
     return False
 
 
+class PartsPayload(Payload):
+    """A body sent as its parts, one write each: the whole is never copied into one object.
+
+    Each write of more than 64 KiB waits for the socket to drain, so a big body lets the
+    event loop do other work while it goes out."""
+
+    _value: tuple[bytes, ...]
+
+    def __init__(self, body: Body, content_type: str) -> None:
+        super().__init__(body.parts, content_type=content_type)
+        self._size = self._total = body.size
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        for part in self._value:
+            await writer.write(part)
+
+    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
+        left = self._total if content_length is None else content_length
+        for part in self._value:
+            if left <= 0:
+                break
+            await writer.write(part[:left] if len(part) > left else part)
+            left -= len(part)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return b"".join(self._value).decode(encoding, errors)
+
+    async def as_bytes(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return b"".join(self._value)
+
+
 async def metrics(request: web.Request) -> web.Response:
     cache: MetricsCache = request.app[CACHE]
     om = _wants_openmetrics(request.headers.get("Accept", ""))
-    body = cache.render(om)
+    gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+    body = await cache.scrape_async(om, gzip=gzip)
     # 0.0.4 is the text format every Prometheus version parses; our names need no UTF-8 escaping.
     ctype = prom_om.CONTENT_TYPE_LATEST if om else prom_text.CONTENT_TYPE_PLAIN_0_0_4
     headers = {"Content-Type": ctype}
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        body = gzip.compress(body, compresslevel=5)
+    if gzip:
         headers["Content-Encoding"] = "gzip"
-    return web.Response(body=body, headers=headers)
+    if body.size <= JOIN_UP_TO:
+        return web.Response(body=body.join(), headers=headers)
+    return web.Response(body=PartsPayload(body, ctype), headers=headers)
 
 
 async def landing(request: web.Request) -> web.Response:
@@ -72,6 +113,15 @@ async def reload(request: web.Request) -> web.Response:
         status=500,
         text=f"Reload failed; the previous configuration keeps running:\n{REDACTOR.scrub(error)}\n",
     )
+
+
+async def _keep_metrics_warm(app: web.Application) -> AsyncIterator[None]:
+    """While serving, what polls change is compressed for gzip scrapes ahead of them."""
+    task = asyncio.create_task(app[CACHE].keep_warm())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _auth_middleware(live: LiveWebConfig) -> Middleware:
@@ -122,6 +172,7 @@ def create_app(
     app[EXPORTER] = exporter
     app[CACHE] = MetricsCache(exporter.store, exporter.reload_status, exporter.clock)
     app[TELEMETRY_PATH] = telemetry_path
+    app.cleanup_ctx.append(_keep_metrics_warm)
     app.router.add_get("/", landing)
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/-/healthy", healthy)

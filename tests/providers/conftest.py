@@ -4,10 +4,7 @@
   ends in the module's `CANNED_PREFIX` (a path such as "client/v4", or "" for the bare root).
 - `unit`: make(**overrides) -> Rig - one source against `canned`: the module's `UNIT_SOURCE`
   (a source dict without `base_url`) updated with `overrides`, on its own FakeClock at START.
-- `world`: SimWorld - the simulator on loopback, on one FakeClock started at START, recording
-  every request it receives (`world.seen`).
-- `rigs`: Rigs - runners on the world's clock: `rigs.make(sources)` (with the real web app,
-  async) or `rigs.build(sources)` (runners only).
+- `world` and `rigs` (from tests/conftest.py): the simulator on its FakeClock, and runners on it.
 - `demo_source`: source(**overrides) -> dict - the demo configuration's source of the module's
   `DEMO_PROVIDER` polling `world`, updated with the module's `DEMO_CHANGES`, then `overrides`.
 
@@ -24,7 +21,7 @@ import pytest
 
 from tests.conftest import sim_sources
 from tests.pollhelpers import Rig
-from tests.simrig import Canned, Rigs, SimWorld, UnitRigs, serve_canned, start_world
+from tests.simrig import Canned, SimWorld, UnitRigs, serve_canned
 
 
 @pytest.fixture
@@ -40,20 +37,6 @@ async def unit(
     rigs = UnitRigs(write_config, {**request.module.UNIT_SOURCE, "base_url": base})
     yield rigs.make
     await rigs.close()
-
-
-@pytest.fixture
-async def world(aiohttp_server: Any) -> SimWorld:
-    return await start_world(aiohttp_server)
-
-
-@pytest.fixture
-async def rigs(
-    world: SimWorld, aiohttp_client: Any, write_config: Callable[..., Path]
-) -> AsyncIterator[Rigs]:
-    r = Rigs(world, aiohttp_client, write_config)
-    yield r
-    await r.close()
 
 
 @pytest.fixture
