@@ -124,3 +124,26 @@ async def test_no_request_is_refused_when_the_vendor_counts_on_arrival_in_real_t
     assert len(log) >= 50
     assert refused(sim, "fermion") == []
     assert sim.max_in_window("fermion", 2.0) <= 20
+
+
+async def test_stop_cancels_and_awaits_every_request_in_flight(world: SimWorld, rigs: Rigs) -> None:
+    """Answers take 30 s, eight requests are in flight: stopping the runner cancels them all,
+    waits for them, and nothing lands in the store afterwards."""
+    world.sim.add_streams("tencent", 40)
+    world.sim.set_latency("tencent", 30.0, arrival=0.0)
+    (source,) = sim_sources(world.root, "tencent", interval="1s", max_in_flight=8)
+    rig = rigs.build([source], timeout="60s")
+    runner = rig.runner
+    dispatching = asyncio.ensure_future(runner.dispatch())
+    await wait_for(lambda: runner.stats.in_flight == 8, interval=0.001)
+    tasks = list(runner._tasks)
+    assert len(tasks) == 8
+    await runner.stop()
+    assert all(t.done() for t in tasks), "stop returned with requests still running"
+    assert runner._tasks == set()
+    landed = {k: t.last_success_mono for k, t in rig.store.sources[source["name"]].targets.items()}
+    await asyncio.wait_for(dispatching, 5.0)  # its later slots find the runner stopped
+    after = {k: t.last_success_mono for k, t in rig.store.sources[source["name"]].targets.items()}
+    assert after == landed
+    assert all(v is None for v in after.values())
+    assert runner._tasks == set(), "the dispatch sent more after stop"

@@ -131,6 +131,8 @@ class SourceRunner:
         #: targets whose poll is in flight
         self._polling: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: set by stop(): a dispatch still running sends nothing more
+        self._stopped = False
         self._behind = False
         self.interval = self.configured_interval
         self._plan(quiet=True)
@@ -224,6 +226,9 @@ class SourceRunner:
         if self.source.discovery_enabled():
             pages = self.provider.discovery_requests
             await self._free.acquire()
+            if self._stopped:
+                self._free.release()
+                return cycle
             discovery = self._spawn(cycle, self._discover())
             slots = pages + int(self.provider.app_metrics()) + len(self.batches())
             first_slot = cycle.start + pages * cycle.interval / max(1, slots)
@@ -252,6 +257,9 @@ class SourceRunner:
                 if not job:
                     continue  # still in flight from the previous cycle: never two polls of a target
             await self._free.acquire()
+            if self._stopped:
+                self._free.release()
+                break
             late = self.clock.monotonic() - due
             if late > max(BEHIND_SECONDS, spacing / 10):
                 cycle.late = True
@@ -485,7 +493,9 @@ class SourceRunner:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def stop(self) -> None:
-        """Cancel every request in flight, wait for them, close the provider and the session."""
+        """Cancel every request in flight, wait for them, close the provider and the session.
+        A dispatch still running (its caller not cancelled) sends nothing more."""
+        self._stopped = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
