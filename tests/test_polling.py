@@ -94,7 +94,8 @@ async def test_a_cycle_that_cannot_keep_its_plan_says_so_from_the_first_cycle(
     assert not dispatching.done(), "the warning came only after the cycle"
     await wait_for(lambda: runner.stats.cycle_seconds > 1.0, interval=0.001)
     assert value(rig.scrape(), "livestream_exporter_cycle_duration_seconds", **labels) > 1.0
-    assert value(rig.scrape(), "livestream_exporter_requests_in_flight", **labels) == 2
+    # between an answer and the next send one place is free for a moment: wait for both taken
+    await wait_for(lambda: value(rig.scrape(), "livestream_exporter_requests_in_flight", **labels) == 2)
     cycle = await dispatching
     await cycle.finished.wait()
     assert len([line for line in logs if "falls behind its plan" in line]) == 1
