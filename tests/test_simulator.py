@@ -54,11 +54,11 @@ from exporter.simulator.cloudflare import DEMO_APP as DEMO_CF_APP
 from exporter.simulator.cloudflare import DEMO_TOKEN as DEMO_CF_TOKEN
 from exporter.simulator.cloudflare import Cloudflare
 from exporter.simulator.common import Reply, iso_z
-from exporter.simulator.core import Catalog, Limits, Settings
+from exporter.simulator.core import DEMO_LOG_RECORDS, Catalog, Limits, Settings
 from exporter.simulator.curves import SimStream
 from exporter.simulator.fermion import DEMO_KEY as DEMO_FERMION_KEY
 from exporter.simulator.gjirafa import DEMO_KEY as DEMO_GJIRAFA_KEY
-from exporter.simulator.limits import SlidingWindowLimiter, max_in_window
+from exporter.simulator.limits import RequestRecord, SlidingWindowLimiter, max_in_window
 from exporter.simulator.pipeline import Call, serve
 from exporter.simulator.swiftfederation import DEMO_KEY_ID as DEMO_SFD_KEY_ID
 from exporter.simulator.swiftfederation import DEMO_SECRET as DEMO_SFD_SECRET
@@ -1418,3 +1418,11 @@ async def test_http_control_of_latency_pieces_and_catalogs(client: Client, sim: 
     # The network is configuration: a reset keeps it (and drops the added streams).
     assert (await control(action="reset")).status == 200
     assert not sim.network["fermion"].latency.off and len(sim.streams["tencent"]) == 5
+
+
+def test_the_demo_simulator_remembers_only_its_newest_requests() -> None:
+    """A `--demo` left running for days must not grow without bound."""
+    sim = demo_simulator(seed=1)
+    for _ in range(DEMO_LOG_RECORDS + 10):
+        sim.log.add(RequestRecord.__new__(RequestRecord))
+    assert len(sim.log.records) == DEMO_LOG_RECORDS

@@ -228,6 +228,9 @@ class VendorSim:
 # ---------------------------------------------------------------------- registry
 
 _REGISTRY: dict[str, type[VendorSim]] = {}
+#: requests `--demo` remembers (about 300 bytes each): the newest ones, for /_sim/requests
+DEMO_LOG_RECORDS = 100_000
+
 V = TypeVar("V", bound=type[VendorSim])
 S = TypeVar("S", bound=VendorSim)
 
@@ -669,6 +672,7 @@ def demo_simulator(*, seed: int | None = None) -> Simulator:
     """The simulator of `--demo`: every vendor with its typical network (`use_demo_network`)."""
     sim = Simulator(seed=seed)
     sim.use_demo_network()
+    sim.log = RequestLog(keep=DEMO_LOG_RECORDS)
     return sim
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -87,7 +88,14 @@ class RequestRecord:
 
 @dataclass
 class RequestLog:
-    records: list[RequestRecord] = field(default_factory=list)
+    """Every request the simulator saw, for the tests' counting.  A simulator that runs for
+    days (`--demo`) keeps only the newest `keep` records, so its memory stays flat."""
+
+    keep: int | None = None
+    records: deque[RequestRecord] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self.records = deque(self.records, maxlen=self.keep)
 
     def add(self, record: RequestRecord) -> RequestRecord:
         self.records.append(record)
