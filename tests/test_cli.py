@@ -93,14 +93,57 @@ def test_parse_args_every_flag() -> None:
             "--web.telemetry-path=/stats",
             "--web.config.file",
             "/etc/web.yaml",
+            "--web.enable-lifecycle",
+            "--web.max-connections=20",
+            "--web.read-timeout=1m30s",
             "--log.level=debug",
             "--log.format=json",
             "--demo",
         ]
     )
     assert s == Settings(
-        "/etc/le.yaml", True, "127.0.0.1:9999", "/stats", "/etc/web.yaml", "debug", "json", True
+        config_file="/etc/le.yaml",
+        config_check=True,
+        listen_address="127.0.0.1:9999",
+        telemetry_path="/stats",
+        web_config_file="/etc/web.yaml",
+        enable_lifecycle=True,
+        max_connections=20,
+        read_timeout=90.0,
+        log_level="debug",
+        log_format="json",
+        demo=True,
     )
+
+
+def test_the_demo_listens_on_loopback_unless_told_otherwise() -> None:
+    assert parse_args(["--demo"]).listen_address == "127.0.0.1:9733"
+    assert parse_args([]).listen_address == ":9733"
+    assert parse_args(["--demo", "--web.listen-address=:9999"]).listen_address == ":9999"
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--web.max-connections=0",
+        "--web.max-connections=x",
+        "--web.read-timeout=0s",
+        "--web.read-timeout=soon",
+    ],
+)
+def test_bad_web_limits_exit_2_naming_the_flag(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        parse_args([flag])
+    assert e.value.code == 2
+    assert flag.split("=", maxsplit=1)[0] in capsys.readouterr().err
+
+
+def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for default in ["config.yaml", ":9733", "/metrics", "512", "30s", "info", "logfmt"]:
+        assert f"default: {default}" in out
 
 
 @pytest.mark.parametrize("level", ["debug", "info", "warn", "error"])
@@ -169,12 +212,16 @@ def test_config_check_prints_what_would_be_polled(tmp_path: Path) -> None:
     assert f"{config}: configuration is valid, 2 source(s)" in out
     lines = out.splitlines()
     main = lines.index("source main (provider testvendor) http://127.0.0.1:9")
-    assert lines[main + 1] == "  interval 1m, requests per cycle 2, budget default: 600/1m; list: 100/1s"
+    assert lines[main + 1] == (
+        "  interval 1m, requests per cycle 2, budget 600/1m (the vendor's limit); "
+        "list requests 100/1s (the vendor's limit)"
+    )
     assert "  target a -> stream='tv/a'" in lines
     assert "  target b -> stream='tv/b'" in lines
     fast = lines.index("source fast (provider testvendor) http://127.0.0.1:9")
     assert lines[fast + 1] == (
-        "  interval 15s, requests per cycle 1, budget default: 100/1m and 1000/1h; list: 100/1s"
+        "  interval 15s, requests per cycle 1, budget 100/1m and 1000/1h (set by rate_limit); "
+        "list requests 100/1s (the vendor's limit)"
     )
     assert "  target c -> stream='Channel C'" in lines
     assert API_KEY not in out + result.stderr
@@ -193,7 +240,7 @@ def test_config_check_shows_the_interval_lengthened_by_the_budget(tmp_path: Path
     assert result.returncode == 0, result.stderr
     assert (
         "  interval 2m (lengthened from 30s by the rate limit), requests per cycle 120, "
-        "budget default: 60/1m; list: 100/1s"
+        "budget 60/1m (set by rate_limit); list requests 100/1s (the vendor's limit)"
     ) in result.stdout.splitlines()
     assert "  target s119 -> stream='tv/s119'" in result.stdout
 
@@ -216,8 +263,8 @@ BROKEN = [
     (
         "unknown key in a source",
         {"sources": [source(colour="red")]},
-        "sources[0].colour: unknown key (valid keys: name, provider, base_url, interval, rate_limit, "
-        "max_in_flight, credentials, targets, discover, batch_size, app_metrics)",
+        "sources[0] (tv).colour: unknown key (valid keys: name, provider, base_url, interval, rate_limit, "
+        "max_in_flight, credentials, targets, targets_files, targets_url, discover, batch_size, app_metrics)",
     ),
     (
         "bad duration",
@@ -227,33 +274,33 @@ BROKEN = [
     (
         "wrong type",
         {"sources": [source(rate_limit=[{"requests": "many", "per": "1m"}])]},
-        "sources[0].rate_limit[0].requests: Input should be a valid integer, unable to parse string as an "
-        "integer",
+        "sources[0] (tv).rate_limit[0].requests: Input should be a valid integer, "
+        "unable to parse string as an integer",
     ),
     (
         "unknown provider",
         {"sources": [{**source(), "provider": "youtube"}]},
-        "sources[0].provider: unknown provider 'youtube' (valid: {providers})",
+        "sources[0] (tv).provider: unknown provider 'youtube' (valid: {providers})",
     ),
     (
         "duplicate source names",
         {"sources": [source("x"), source("x")]},
-        "sources[1].name: duplicate source name 'x' (also sources[0])",
+        "sources[1] (x).name: duplicate source name 'x' (also sources[0])",
     ),
     (
         "missing credentials",
         {"sources": [{k: v for k, v in source().items() if k != "credentials"}]},
-        "sources[0].credentials: missing required key",
+        "sources[0] (tv).credentials: missing required key: needs api_key (or api_key_file)",
     ),
     (
         "undefined environment variable",
         {"sources": [source(credentials={"api_key": "${CLI_UNDEFINED_VAR}"})]},
-        "sources[0].credentials.api_key: environment variable ${CLI_UNDEFINED_VAR} is not defined",
+        "sources[0] (tv).credentials.api_key: environment variable ${CLI_UNDEFINED_VAR} is not defined",
     ),
     (
         "unreadable credential file",
         {"sources": [source(credentials={"api_key_file": "/nonexistent"})]},
-        "sources[0].credentials.api_key_file: cannot read /nonexistent: No such file or directory",
+        "sources[0] (tv).credentials.api_key_file: cannot read /nonexistent: No such file or directory",
     ),
     (
         "invalid YAML",
@@ -280,7 +327,7 @@ def test_broken_config_without_check_exits_2_too(tmp_path: Path) -> None:
     config = write(tmp_path, {"sources": [source(interval=30)]})
     result = run("--config.file", str(config), "--web.listen-address", "127.0.0.1:0")
     assert_one_message(
-        result, f"{config}: sources[0].interval: must be a duration string like 30s or 5m, not int 30"
+        result, f"{config}: sources[0] (tv).interval: must be a duration string like 30s or 5m, not int 30"
     )
 
 

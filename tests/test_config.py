@@ -68,18 +68,18 @@ BROKEN: list[tuple[str, str, str]] = [
     (
         "unknown key in a source lists the provider's keys",
         sources(src(extra="colour: red")),
-        "sources[0].colour: unknown key (valid keys: name, provider, base_url, interval, rate_limit, "
-        "max_in_flight, credentials, targets, discover, batch_size, app_metrics)",
+        "sources[0] (tv).colour: unknown key (valid keys: name, provider, base_url, interval, rate_limit, "
+        "max_in_flight, credentials, targets, targets_files, targets_url, discover, batch_size, app_metrics)",
     ),
     (
         "unknown key in a target",
         sources(src(targets="[{stream_id: a, room: 1}]")),
-        "sources[0].targets[0].room: unknown key (valid keys: name, stream_id)",
+        "sources[0] (tv).targets[0].room: unknown key (valid keys: name, stream_id)",
     ),
     (
         "unknown credential key",
         sources(src(credentials="{api_key: k, token: t}")),
-        "sources[0].credentials.token: unknown key (valid keys: api_key)",
+        "sources[0] (tv).credentials.token: unknown key (valid keys: api_key)",
     ),
     (
         "interval without a unit",
@@ -94,103 +94,105 @@ BROKEN: list[tuple[str, str, str]] = [
     (
         "zero duration",
         sources(src(extra="interval: 0s")),
-        "sources[0].interval: must be longer than 0s",
+        "sources[0] (tv).interval: must be longer than 0s",
     ),
     (
         "rate_limit requests not a number",
         sources(src(extra="rate_limit: [{requests: many, per: 1m}]")),
-        "sources[0].rate_limit[0].requests: Input should be a valid integer, unable to parse string as an "
-        "integer",
+        "sources[0] (tv).rate_limit[0].requests: Input should be a valid integer, "
+        "unable to parse string as an integer",
     ),
     (
         "rate_limit requests 0",
         sources(src(extra="rate_limit: [{requests: 0, per: 1m}]")),
-        "sources[0].rate_limit[0].requests: Input should be greater than 0",
+        "sources[0] (tv).rate_limit[0].requests: Input should be greater than 0",
     ),
     (
         "rate_limit window without a duration",
         sources(src(extra="rate_limit: [{requests: 10, per: 60}]")),
-        "sources[0].rate_limit[0].per: must be a duration string like 30s or 5m, not int 60",
+        "sources[0] (tv).rate_limit[0].per: must be a duration string like 30s or 5m, not int 60",
     ),
     (
         "rate_limit empty",
         sources(src(extra="rate_limit: []")),
-        "sources[0].rate_limit: must not be empty",
+        "sources[0] (tv).rate_limit: must not be empty",
     ),
     (
         "unknown provider lists the valid ones",
         sources(src(provider="youtube")),
-        "sources[0].provider: unknown provider 'youtube' (valid: {providers})",
+        "sources[0] (tv).provider: unknown provider 'youtube' (valid: {providers})",
     ),
     (
         "missing provider",
         sources(src(provider=None)),
-        "sources[0].provider: missing required key (valid: {providers})",
+        "sources[0] (tv).provider: missing required key (valid: {providers})",
     ),
     (
         "duplicate source names",
         sources(src(), src(targets="[{stream_id: b}]")),
-        "sources[1].name: duplicate source name 'tv' (also sources[0])",
+        "sources[1] (tv).name: duplicate source name 'tv' (also sources[0])",
     ),
     (
         "source name with spaces",
         sources(src(name="'my source'")),
-        "sources[0].name: must start with a letter or digit and hold only letters, digits and _ . : -",
+        "sources[0] (my source).name: must start with a letter or digit and hold only letters, "
+        "digits and _ . : -",
     ),
     (
         "duplicate target",
         sources(src(targets="[{stream_id: a}, {stream_id: b}, {stream_id: a}]")),
-        "sources[0].targets[2]: duplicate target 'a' (also targets[0])",
+        "sources[0] (tv).targets[2]: duplicate target 'a' (also targets[0])",
     ),
     (
         "two targets with the same stream label",
         sources(src(targets="[{stream_id: a, name: x}, {stream_id: b, name: x}]")),
-        "sources[0].targets[1].name: stream label 'x' is already used by targets[0]",
+        "sources[0] (tv).targets[1].name: stream label 'x' is already used by targets[0]",
     ),
     (
         "missing credentials",
         sources(src(credentials=None)),
-        "sources[0].credentials: missing required key",
+        "sources[0] (tv).credentials: missing required key: needs api_key (or api_key_file)",
     ),
     (
         "credentials not a mapping",
         sources(src(credentials="just-a-string")),
-        "sources[0].credentials: must be a mapping of keys to values",
+        "sources[0] (tv).credentials: must be a mapping of keys to values",
     ),
     (
         "missing required credential key",
         sources(src(credentials="{}")),
-        "sources[0].credentials.api_key: missing required key",
+        "sources[0] (tv).credentials.api_key: missing required key (or api_key_file)",
     ),
     (
         "undefined environment variable names the variable and the key",
         sources(src(credentials="{api_key: '${TV_API_KEY_UNSET}'}")),
-        "sources[0].credentials.api_key: environment variable ${TV_API_KEY_UNSET} is not defined",
+        "sources[0] (tv).credentials.api_key: environment variable ${TV_API_KEY_UNSET} is not defined",
     ),
     (
         "undefined environment variable outside credentials",
         sources(src(base_url="'${TV_HOST_UNSET}/v1'")),
-        "sources[0].base_url: environment variable ${TV_HOST_UNSET} is not defined",
+        "sources[0] (tv).base_url: environment variable ${TV_HOST_UNSET} is not defined",
     ),
     (
         "unreadable credential file",
         sources(src(credentials="{api_key_file: /nonexistent/api.key}")),
-        "sources[0].credentials.api_key_file: cannot read /nonexistent/api.key: No such file or directory",
+        "sources[0] (tv).credentials.api_key_file: cannot read /nonexistent/api.key: "
+        "No such file or directory",
     ),
     (
         "credential file that is a directory",
         sources(src(credentials="{api_key_file: /}")),
-        "sources[0].credentials.api_key_file: cannot read /: Is a directory",
+        "sources[0] (tv).credentials.api_key_file: cannot read /: not a regular file",
     ),
     (
         "credential file path not a string",
         sources(src(credentials="{api_key_file: [a, b]}")),
-        "sources[0].credentials.api_key_file: must be a file path",
+        "sources[0] (tv).credentials.api_key_file: must be a file path",
     ),
     (
         "both k and k_file",
         sources(src(credentials="{api_key: k, api_key_file: /etc/hostname}")),
-        "sources[0].credentials.api_key_file: give either api_key or api_key_file, not both",
+        "sources[0] (tv).credentials.api_key_file: give either api_key or api_key_file, not both",
     ),
     (
         "duplicate YAML key",
@@ -245,27 +247,28 @@ BROKEN: list[tuple[str, str, str]] = [
     (
         "no targets and no discovery",
         sources(src(targets=None)),
-        "sources[0].targets: no targets: list at least one, or set discover: true where the provider has it",
+        "sources[0] (tv).targets: no targets: list at least one, give targets_files or targets_url, "
+        "or set discover: true where the provider has it",
     ),
     (
         "targets not a list",
         sources(src(targets="a")),
-        "sources[0].targets: must be a list",
+        "sources[0] (tv).targets: must be a list",
     ),
     (
         "base_url not http(s)",
         sources(src(base_url="ftp://files.example.com")),
-        "sources[0].base_url: must be an http:// or https:// URL",
+        "sources[0] (tv).base_url: must be an http:// or https:// URL",
     ),
     (
         "base_url required when the provider has no default",
         sources(src(base_url=None)),
-        "sources[0].base_url: missing required key: provider testvendor has no default URL",
+        "sources[0] (tv).base_url: missing required key: provider testvendor has no default URL",
     ),
     (
         "provider-specific key with the wrong type",
         sources(src(extra="discover: maybe")),
-        "sources[0].discover: Input should be a valid boolean, unable to interpret input",
+        "sources[0] (tv).discover: Input should be a valid boolean, unable to interpret input",
     ),
 ]
 
@@ -308,11 +311,12 @@ def test_every_problem_is_reported_one_per_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})
     assert sorted(str(info.value).splitlines()) == [
-        f"{path}: sources[0].interval: '5 minutes' is not a duration: use a number and a unit, "
+        f"{path}: sources[0] (one).interval: '5 minutes' is not a duration: use a number and a unit, "
         "like 500ms, 15s, 5m or 1h",
-        f"{path}: sources[1].credentials.api_key_file: cannot read /nonexistent/key: "
+        f"{path}: sources[1] (two).credentials.api_key_file: cannot read /nonexistent/key: "
         "No such file or directory",
-        f"{path}: sources[2].provider: unknown provider 'nope' (valid: {', '.join(sorted(PROVIDERS))})",
+        f"{path}: sources[2] (three).provider: unknown provider 'nope' "
+        f"(valid: {', '.join(sorted(PROVIDERS))})",
     ]
 
 
@@ -468,15 +472,18 @@ def test_credentials_are_hidden_in_repr(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("credentials", "expected"),
     [
-        (f"{{api_key: [{SECRET}]}}", "sources[0].credentials.api_key: Input should be a valid string"),
+        (f"{{api_key: [{SECRET}]}}", "sources[0] (tv).credentials.api_key: Input should be a valid string"),
         (
             f"{{api_key: {{value: {SECRET}}}}}",
-            "sources[0].credentials.api_key: Input should be a valid string",
+            "sources[0] (tv).credentials.api_key: Input should be a valid string",
         ),
-        ("{api_key: 918273645546372819}", "sources[0].credentials.api_key: Input should be a valid string"),
+        (
+            "{api_key: 918273645546372819}",
+            "sources[0] (tv).credentials.api_key: Input should be a valid string",
+        ),
         (
             f"{{api_key: {SECRET}, api_key_file: /etc/hostname}}",
-            "sources[0].credentials.api_key_file: give either api_key or api_key_file, not both",
+            "sources[0] (tv).credentials.api_key_file: give either api_key or api_key_file, not both",
         ),
     ],
     ids=["list", "mapping", "number", "both-k-and-k_file"],
@@ -505,8 +512,8 @@ def test_error_elsewhere_in_a_source_does_not_show_its_secret(tmp_path: Path) ->
         load_config(path, env={})
     message = str(info.value)
     assert SECRET not in message
-    assert f"{path}: sources[0].interval: must be a duration string" in message
-    assert f"{path}: sources[1].targets[0].name:" in message
+    assert f"{path}: sources[0] (tv).interval: must be a duration string" in message
+    assert f"{path}: sources[1] (b).targets[0].name:" in message
 
 
 def test_sources_sharing_credentials_are_warned_about(tmp_path):
@@ -559,10 +566,10 @@ def test_empty_credentials_are_config_errors(tmp_path, capsys):
     path = write(tmp_path, sources(src(**fermion, credentials="{api_key: ''}")))
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})
-    assert str(info.value) == f"{path}: sources[0].credentials.api_key: must not be empty"
+    assert str(info.value) == f"{path}: sources[0] (tv).credentials.api_key: must not be empty"
     code, err = check_exit_code(path, capsys)
     assert code == 2, err
-    assert "sources[0].credentials.api_key: must not be empty" in err
+    assert "sources[0] (tv).credentials.api_key: must not be empty" in err
 
 
 @pytest.mark.parametrize("content", ["", "\n", "\r\n"])
@@ -574,7 +581,7 @@ def test_empty_credential_file_is_a_config_error(tmp_path, capsys, content):
     path = write(tmp_path, sources(src(credentials=f"{{api_key_file: {key}}}")))
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})
-    assert str(info.value) == f"{path}: sources[0].credentials.api_key_file: {key} is empty"
+    assert str(info.value) == f"{path}: sources[0] (tv).credentials.api_key_file: {key} is empty"
     code, err = check_exit_code(path, capsys)
     assert code == 2, err
-    assert f"sources[0].credentials.api_key_file: {key} is empty" in err
+    assert f"sources[0] (tv).credentials.api_key_file: {key} is empty" in err

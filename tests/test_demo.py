@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -231,3 +232,47 @@ async def test_one_vendor_failing_leaves_the_others_up(
         n.startswith(("livestream_target_", "livestream_exporter_")) for n in failing_series
     ), failing_series
     assert f'source="{names[failing]}"' in text and 'code="503"' in text
+
+
+async def test_demo_honours_the_web_config_file(tmp_path: Path) -> None:
+    """A user trying basic auth (or TLS) with the demo gets it, and a missing file is an
+    error, not a silent plain-HTTP demo."""
+    missing = await asyncio.create_subprocess_exec(
+        exporter_command(),
+        "--demo",
+        "--web.config.file",
+        str(tmp_path / "absent.yaml"),
+        "--web.listen-address",
+        f"127.0.0.1:{free_port()}",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(missing.communicate(), 20.0)
+    assert missing.returncode == 2 and "absent.yaml" in err.decode()
+
+    web_file = tmp_path / "web.yaml"
+    hashed = bcrypt.hashpw(b"demo-pass", bcrypt.gensalt(rounds=4)).decode()
+    web_file.write_text(f"basic_auth_users:\n  demo: '{hashed}'\n")
+    port = free_port()
+    stderr_file = tmp_path / "demo.stderr"
+    with stderr_file.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            exporter_command(),
+            "--demo",
+            "--web.config.file",
+            str(web_file),
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    p = ExporterProcess(proc, f"http://127.0.0.1:{port}", stderr_file, auth=("demo", "demo-pass"))
+    try:
+        await _wait_ok(p, "/-/healthy", 20.0)
+        assert (await p.get("/metrics", auth=None))[0] == 401
+        assert (await p.get("/metrics"))[0] == 200
+    finally:
+        proc.terminate()
+        await proc.wait()

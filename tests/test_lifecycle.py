@@ -60,7 +60,7 @@ async def test_sighup_with_invalid_file_keeps_the_old_config(vendor, vendor_url,
         p.proc.send_signal(signal.SIGHUP)
         await wait_for(lambda: "reload failed" in p.stderr)
         line = next(ln for ln in p.stderr.splitlines() if "reload failed" in ln)
-        assert "level=error" in line and "sources[0].interval" in line, line
+        assert "level=error" in line and "sources[0] (tv).interval" in line, line
 
         seen = len(vendor.log)
         await wait_for(lambda: {("stream", k) for k in "abc"} <= set(vendor.log[seen:]))

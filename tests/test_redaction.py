@@ -84,7 +84,7 @@ async def test_no_secret_in_logs_metrics_page_or_reload_error(
     from_file["credentials"] = {"api_key_file": str(key_file)}
     cfg = write_config([direct, env, from_file])
 
-    exporter, client = await running(cfg)
+    exporter, client = await running(cfg, enable_lifecycle=True)
     await wait_for(exporter.store.ready)
     targets = [t for s in exporter.store.sources.values() for t in s.targets.values()]
     await wait_for(

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
+from exporter.config.files import MAX_CONFIG_BYTES, MAX_CREDENTIAL_BYTES, FileProblem, read_text_file
 from exporter.config.problems import ConfigError, key_path, pydantic_problems
 from exporter.config.registry import PROVIDERS, get_spec
 from exporter.config.schema import GlobalConfig, SourceBase, Strict
@@ -84,6 +84,10 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     seen: dict[Any, Any] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, Hashable):  # `? [a, b]`: a list or a mapping as a key
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark, "found unhashable key", key_node.start_mark
+            )
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"key {key!r} given twice", key_node.start_mark
@@ -93,6 +97,11 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def strict_yaml(text: str) -> Any:
+    """YAML safely loaded, a key given twice refused (yaml.YAMLError)."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 # ---- pass 2: ${ENV} and *_file ------------------------------------------------------------
@@ -137,12 +146,9 @@ def _read_credential_files(
             problems.append((where, "must be a file path"))
             continue
         try:
-            text = Path(file).read_text(encoding="utf-8")
-        except OSError as e:
-            problems.append((where, f"cannot read {file}: {e.strerror or e}"))
-            continue
-        except UnicodeDecodeError:
-            problems.append((where, f"cannot read {file}: not UTF-8 text"))
+            text = read_text_file(file, max_bytes=MAX_CREDENTIAL_BYTES)
+        except FileProblem as e:
+            problems.append((where, str(e)))
             continue
         del out[key]
         value = text.rstrip("\r\n")
@@ -177,11 +183,11 @@ def load_config(file: str | os.PathLike[str], env: Mapping[str, str] | None = No
     name = str(file)
     env = os.environ if env is None else env
     try:
-        text = Path(file).read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(name, [("", f"cannot read the configuration: {e.strerror or e}")]) from None
-    except UnicodeDecodeError:
-        raise ConfigError(name, [("", "cannot read the configuration: not UTF-8 text")]) from None
+        text = read_text_file(name, max_bytes=MAX_CONFIG_BYTES)
+    except FileProblem as e:
+        raise ConfigError(
+            name, [("", str(e).replace(f"cannot read {name}", "cannot read the configuration"))]
+        ) from None
     return parse_config(text, name, env)
 
 
@@ -193,72 +199,120 @@ def parse_config(text: str, name: str, env: Mapping[str, str]) -> Config:
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(name, [("", f"invalid YAML: {at}{problem}")]) from None
+    except RecursionError:
+        raise ConfigError(name, [("", "invalid YAML: nested too deeply")]) from None
     if raw is None:
         raise ConfigError(name, [("", "the file is empty; it needs at least one entry under sources")])
     if not isinstance(raw, dict):
         raise ConfigError(name, [("", "the top level must be a mapping with global and sources")])
 
     problems: list[tuple[str, str]] = []
-    raw = _expand_env(raw, [], env, problems)
+    try:
+        raw = _expand_env(raw, [], env, problems)
+    except RecursionError:  # `&a [*a]`: an alias inside its own anchor never ends
+        raise ConfigError(
+            name, [("", "invalid YAML: a value contains itself (an alias inside its anchor)")]
+        ) from None
     if problems:
-        raise ConfigError(name, problems)
+        raise ConfigError(name, _named(problems, raw))
     try:
         top = _Top.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(name, pydantic_problems(e, [], _Top)) from None
+        raise ConfigError(name, _named(pydantic_problems(e, [], _Top), raw)) from None
+    except OverflowError:  # a duration of hundreds of digits: no float holds it
+        raise ConfigError(name, [("global", "a number is too large")]) from None
 
     sources: list[SourceBase] = []
     seen: dict[str, int] = {}
     for i, entry in enumerate(top.sources):
-        where: list[str | int] = ["sources", i]
-        provider_name = entry.get("provider")
-        if provider_name not in PROVIDERS:
+        found: list[tuple[str, str]] = []
+        if not isinstance(entry.get("provider"), str | None):  # a list or a mapping: no provider's name
             valid = ", ".join(sorted(PROVIDERS))
-            msg = "missing required key" if provider_name is None else f"unknown provider {provider_name!r}"
-            problems.append((key_path([*where, "provider"]), f"{msg} (valid: {valid})"))
+            problems.append(
+                (key_path(["sources", i, "provider"]), f"must be a provider name (valid: {valid})")
+            )
             continue
-        provider = PROVIDERS[provider_name]
-        file_problems: list[tuple[str, str]] = []
-        if isinstance(entry.get("credentials"), dict):
-            entry = {  # noqa: PLW2901 - the entry with its k_file credentials read
-                **entry,
-                "credentials": _read_credential_files(
-                    entry["credentials"], [*where, "credentials"], file_problems
-                ),
-            }
-        problems.extend(file_problems)
         try:
-            source = provider.source_model().model_validate(entry)
-        except ValidationError as e:
-            # a `k_file` that failed already has its message; skip the echoes about k and k_file
-            said = {p for p, _ in file_problems}
-            problems.extend(
-                p
-                for p in pydantic_problems(e, where, provider.source_model())
-                if p[0] not in said and f"{p[0]}_file" not in said
-            )
-            continue
-        if source.name in seen:
-            problems.append(
-                (
-                    key_path([*where, "name"]),
-                    f"duplicate source name {source.name!r} (also sources[{seen[source.name]}])",
-                )
-            )
-        seen.setdefault(source.name, i)
-        if source.base_url is None and provider.base_url_for(source) is None:
-            problems.append(
-                (
-                    key_path([*where, "base_url"]),
-                    f"missing required key: provider {provider_name} has no default URL",
-                )
-            )
-        problems.extend(_check_targets(source, where))
-        sources.append(source)
+            source = _source(i, entry, seen, found)
+        except OverflowError:  # a duration of hundreds of digits: no float holds it
+            found.append((key_path(["sources", i]), "a number is too large"))
+            source = None
+        problems.extend(found)
+        if source is not None:
+            sources.append(source)
 
     if problems:
-        raise ConfigError(name, problems)
+        raise ConfigError(name, _named(problems, raw))
     return Config(file=name, global_=top.global_, sources=tuple(sources))
+
+
+def _source(
+    i: int, entry: dict[str, Any], seen: dict[str, int], found: list[tuple[str, str]]
+) -> SourceBase | None:
+    """The i-th source, checked; its problems go to `found`."""
+    where: list[str | int] = ["sources", i]
+    provider_name = entry.get("provider")
+    if provider_name not in PROVIDERS:
+        valid = ", ".join(sorted(PROVIDERS))
+        msg = "missing required key" if provider_name is None else f"unknown provider {provider_name!r}"
+        found.append((key_path([*where, "provider"]), f"{msg} (valid: {valid})"))
+        return None
+    provider = PROVIDERS[provider_name]
+    file_problems: list[tuple[str, str]] = []
+    if isinstance(entry.get("credentials"), dict):
+        entry = {
+            **entry,
+            "credentials": _read_credential_files(
+                entry["credentials"], [*where, "credentials"], file_problems
+            ),
+        }
+    found.extend(file_problems)
+    try:
+        source = provider.source_model().model_validate(entry)
+    except ValidationError as e:
+        # a `k_file` that failed already has its message; skip the echoes about k and k_file
+        said = {p for p, _ in file_problems}
+        found.extend(
+            p
+            for p in pydantic_problems(e, where, provider.source_model())
+            if p[0] not in said and f"{p[0]}_file" not in said
+        )
+        return None
+    if source.name in seen:
+        found.append(
+            (
+                key_path([*where, "name"]),
+                f"duplicate source name {source.name!r} (also sources[{seen[source.name]}])",
+            )
+        )
+    seen.setdefault(source.name, i)
+    if source.base_url is None and provider.base_url_for(source) is None:
+        found.append(
+            (
+                key_path([*where, "base_url"]),
+                f"missing required key: provider {provider_name} has no default URL",
+            )
+        )
+    found.extend(_check_targets(source, where))
+    return source
+
+
+def _named(problems: list[tuple[str, str]], raw: dict[Any, Any]) -> list[tuple[str, str]]:
+    """`sources[0].x` -> `sources[0] (cf-main).x`: an index alone is hard to find in a long file."""
+    entries = raw.get("sources")
+    names = {
+        i: e["name"]
+        for i, e in enumerate(entries if isinstance(entries, list) else [])
+        if isinstance(e, dict) and isinstance(e.get("name"), str) and e["name"]
+    }
+    out = []
+    for path, message in problems:
+        m = re.match(r"sources\[(\d+)\]", path)
+        if m and int(m.group(1)) in names:
+            out.append((f"{m.group(0)} ({names[int(m.group(1))]}){path[m.end() :]}", message))
+        else:
+            out.append((path, message))
+    return out
 
 
 def _check_targets(source: SourceBase, where: list[str | int]) -> Iterator[tuple[str, str]]:
@@ -277,8 +331,9 @@ def _check_targets(source: SourceBase, where: list[str | int]) -> Iterator[tuple
             )
         keys.setdefault(t.key(), j)
         streams.setdefault(t.stream_label(), j)
-    if not source.targets and not source.discovery_enabled():
+    if not source.targets and not source.discovery_enabled() and not source.external_targets():
         yield (
             key_path([*where, "targets"]),
-            "no targets: list at least one, or set discover: true where the provider has it",
+            "no targets: list at least one, give targets_files or targets_url, "
+            "or set discover: true where the provider has it",
         )

@@ -53,7 +53,7 @@ def pydantic_problems(
         elif e["type"] == "extra_forbidden":
             msg = "unknown key" + _valid_keys(model, loc[:-1])
         elif e["type"] == "missing":
-            msg = "missing required key"
+            msg = "missing required key" + _needs(model, loc)
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         out.append((key_path([*prefix, *loc]), msg))
@@ -83,6 +83,31 @@ def _valid_keys(model: type[BaseModel], loc: Sequence[str | int]) -> str:
         return ""
     keys = [f.alias or n for n, f in found.model_fields.items()]
     return f" (valid keys: {', '.join(keys)})"
+
+
+def _needs(model: type[BaseModel], loc: Sequence[str | int]) -> str:
+    """What a missing key must hold: ': needs api_key (or api_key_file)' for a missing block,
+    ' (or api_key_file)' for a missing credential."""
+    keys = [p for p in loc if isinstance(p, str)]
+    if not keys:
+        return ""
+    in_credentials = "credentials" in keys[:-1]
+    if in_credentials:
+        return f" (or {keys[-1]}_file)"
+    parent = _model_at(model, loc[:-1])
+    fields = parent.model_fields if parent is not None else {}
+    field = fields.get(keys[-1]) or next((f for f in fields.values() if f.alias == keys[-1]), None)
+    block = _model_in(field.annotation) if field is not None else None
+    if block is None:
+        return ""
+    required = [f.alias or n for n, f in block.model_fields.items() if f.is_required()]
+    if keys[-1] == "credentials":
+        required = [f"{k} (or {k}_file)" for k in required]
+    return f": needs {_and(required)}" if required else ""
+
+
+def _and(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def _model_in(annotation: Any) -> Any:

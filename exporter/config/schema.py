@@ -77,6 +77,45 @@ class CredentialsBase(Strict):
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+_URL_RE = re.compile(r"^https?://[^/\s]+(/\S*)?$")
+
+
+class BasicAuthFile(Strict):
+    username: str = Field(min_length=1)
+    password_file: str = Field(min_length=1)
+
+
+class TargetsURL(Strict):
+    """An HTTP(S) endpoint answering the source's target list as JSON (like Prometheus'
+    http_sd_configs).  Its secrets come from files, read at each request, so a rotated
+    token applies at the next refresh."""
+
+    url: str
+    refresh_interval: Duration = 60.0
+    timeout: Duration = 10.0
+    bearer_token_file: str | None = Field(default=None, min_length=1)
+    basic_auth: BasicAuthFile | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not _URL_RE.match(v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @field_validator("refresh_interval")
+    @classmethod
+    def _refresh(cls, v: float) -> float:
+        if v < 5.0:
+            raise ValueError("must be at least 5s (the list is fetched once per refresh_interval)")
+        return v
+
+    @field_validator("basic_auth")
+    @classmethod
+    def _one_auth(cls, v: BasicAuthFile | None, info: Any) -> BasicAuthFile | None:
+        if v is not None and info.data.get("bearer_token_file"):
+            raise ValueError("give either bearer_token_file or basic_auth, not both")
+        return v
 
 
 class SourceBase(Strict):
@@ -91,6 +130,9 @@ class SourceBase(Strict):
     max_in_flight: int | None = Field(default=None, ge=1, le=1000)
     credentials: CredentialsBase
     targets: tuple[TargetBase, ...] = ()
+    #: paths or globs of YAML/JSON files, each a list of targets; watched and re-read on change
+    targets_files: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    targets_url: TargetsURL | None = None
 
     @field_validator("name")
     @classmethod
@@ -111,6 +153,10 @@ class SourceBase(Strict):
     def discovery_enabled(self) -> bool:
         """Whether the source also tracks what the vendor lists (providers with `discover`)."""
         return False
+
+    def external_targets(self) -> bool:
+        """Whether targets also come from files or a URL."""
+        return bool(self.targets_files) or self.targets_url is not None
 
 
 class DiscoveringSource(SourceBase):

@@ -8,7 +8,6 @@ vendor has counted the request by then), or the timeout.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -17,7 +16,7 @@ from yarl import URL
 
 from exporter import __version__
 from exporter.engine.limiter import SourceLimiter
-from exporter.model.clock import Clock
+from exporter.model.clock import Clock, Overtime, within
 from exporter.model.errors import ParseError, PollTimeout, UpstreamError
 from exporter.providers.transport import Response, raise_for_status
 
@@ -42,10 +41,6 @@ class RequestObserver(Protocol):
 
     def points_skipped(self, points: int) -> None:
         """A provider skipped malformed vendor data points."""
-
-
-class _Overtime(Exception):
-    """The clock's timeout passed first."""
 
 
 class HttpClient:
@@ -118,7 +113,7 @@ class HttpClient:
                 self._exchange(method, url, endpoint, answered, params=params, headers=headers, json=json)
             )
             code = str(response.status)
-        except (_Overtime, TimeoutError):
+        except (Overtime, TimeoutError):
             code = "timeout"
             raise PollTimeout(f"{endpoint}: no answer within {self._timeout:g}s") from None
         except aiohttp.ClientPayloadError:
@@ -156,16 +151,5 @@ class HttpClient:
             return Response(endpoint, resp.status, dict(resp.headers), bytes(body))
 
     async def _within_timeout(self, work: Awaitable[T]) -> T:
-        """`work`, or _Overtime once the clock says the timeout has passed."""
-        task = asyncio.ensure_future(work)
-        timer = asyncio.ensure_future(self._clock.sleep(self._timeout))
-        try:
-            await asyncio.wait((task, timer), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            timer.cancel()
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        if task.cancelled():
-            raise _Overtime
-        return task.result()
+        """`work`, or Overtime once the clock says the timeout has passed."""
+        return await within(self._clock, self._timeout, work)

@@ -29,6 +29,7 @@ from exporter.engine.http import HttpClient
 from exporter.engine.limiter import SourceLimiter
 from exporter.engine.sink import PollSink
 from exporter.engine.stats import SourceStats
+from exporter.engine.targetlists import TargetLists
 from exporter.model.clock import Clock
 from exporter.model.errors import GoneError, InternalError, ParseError, PollError, ThrottledError
 from exporter.model.samples import Outcome, Sample, Target
@@ -119,6 +120,20 @@ class SourceRunner:
             source, base_url=config.base_url_of(source), http=self.http, clock=clock, log=self.log
         )
         self.configured = self.provider.configured_targets()
+        self.external = (
+            TargetLists(
+                source,
+                clock=clock,
+                log=self.log,
+                stats=self.stats.target_lists,
+                on_change=self._external_changed,
+                taken=self._labels_besides,
+            )
+            if source.external_targets()
+            else None
+        )
+        if self.external is None:
+            self.stats.target_lists.clear()
         self.discovered: list[Target[Any]] = list(memory.discovered)
         self.provider.discovery_requests = memory.discovery_requests
         self._discovered_once = bool(memory.discovered)
@@ -134,8 +149,11 @@ class SourceRunner:
         #: set by stop(): a dispatch still running sends nothing more
         self._stopped = False
         self._behind = False
-        self.interval = self.configured_interval
-        self._plan(quiet=True)
+        # a source restarted by a reload compares its plan with the one it had: a reload that
+        # changes nothing about the plan does not say it changed
+        previous = memory.stats.interval
+        self.interval = previous or self.configured_interval
+        self._plan(quiet=not previous)
         sink.set_targets(self.name, self.targets())
 
     # -- what the HTTP client reports (RequestObserver) -----------------------------------
@@ -160,10 +178,38 @@ class SourceRunner:
 
     # -- planning -------------------------------------------------------------------------
     def targets(self) -> list[Target[Any]]:
-        """Configured targets, then discovered ones that are neither configured nor share a label."""
-        keys = {t.key for t in self.configured}
-        labels = {t.stream for t in self.configured}
-        return self.configured + [t for t in self.discovered if t.key not in keys and t.stream not in labels]
+        """Configured targets, then those of files and the URL, then discovered ones; a key
+        once, and a discovered target never with a label already used."""
+        out = list(self.configured)
+        keys = {t.key for t in out}
+        labels = {t.stream for t in out}
+        for t in self.external.targets() if self.external is not None else ():
+            if t.key not in keys:
+                out.append(t)
+                keys.add(t.key)
+                labels.add(t.stream)
+        return out + [t for t in self.discovered if t.key not in keys and t.stream not in labels]
+
+    def _labels_besides(self, origin: str) -> dict[str, str]:
+        """Stream label -> key of the configured targets and of every other file or URL."""
+        taken = {t.stream: t.key for t in self.configured}
+        if self.external is not None:
+            for name, state in self.external.origins.items():
+                if name != origin:
+                    taken.update((t.stream, t.key) for t in state.targets)
+        return taken
+
+    def preload_external(self) -> None:
+        """Take the target files' lists now (blocking; `--config.check` plans with them)."""
+        if self.external is not None:
+            self.external.preload()
+            self._external_changed()
+
+    def _external_changed(self) -> None:
+        """A file or the URL brought a new list: new targets are polled from the next slot
+        on, removed ones lose their series at once, and the plan follows the count."""
+        self._plan()
+        self.sink.set_targets(self.name, self.targets())
 
     def batches(self) -> list[list[Target[Any]]]:
         size = max(1, self.provider.batch_size())
@@ -193,6 +239,7 @@ class SourceRunner:
             self.log.info(
                 "poll interval changed",
                 interval_seconds=round(interval, 3),
+                was_seconds=round(self.interval, 3),
                 configured_seconds=self.configured_interval,
                 answer_seconds=round(answer, 3),
                 reason="budget" if budget >= concurrency else "answer times",
@@ -220,25 +267,14 @@ class SourceRunner:
         After a back-off pause the rest of the cycle counts from the pause's end, so it keeps
         its spacing rather than going out in a burst.
         """
+        if self.external is not None:
+            self.external.start()
+            await self.external.loaded()  # at once after the first time
         self._plan()  # the target list, the batch size or the answer times may have changed
         cycle = Cycle(start=self.clock.monotonic(), interval=self.interval)
-        pages = 0
-        if self.source.discovery_enabled():
-            pages = self.provider.discovery_requests
-            await self._free.acquire()
-            if self._stopped:
-                self._free.release()
-                return cycle
-            discovery = self._spawn(cycle, self._discover())
-            slots = pages + int(self.provider.app_metrics()) + len(self.batches())
-            first_slot = cycle.start + pages * cycle.interval / max(1, slots)
-            if not self._discovered_once:
-                await discovery
-            else:
-                await self._until_done(discovery, first_slot)
-            if discovery.done():
-                self._plan()
-                cycle.interval = self.interval
+        pages = await self._dispatch_discovery(cycle) if self.source.discovery_enabled() else 0
+        if pages is None:
+            return cycle
         #: the app-level poll (None), then the batches
         jobs: list[list[Target[Any]] | None] = [None] if self.provider.app_metrics() else []
         jobs.extend(self.batches())
@@ -273,6 +309,25 @@ class SourceRunner:
         cycle.dispatched = True
         self._maybe_finish(cycle)
         return cycle
+
+    async def _dispatch_discovery(self, cycle: Cycle) -> int | None:
+        """Discovery's slots: its pages, one after another; how many (None: stopped)."""
+        pages = self.provider.discovery_requests
+        await self._free.acquire()
+        if self._stopped:
+            self._free.release()
+            return None
+        discovery = self._spawn(cycle, self._discover())
+        slots = pages + int(self.provider.app_metrics()) + len(self.batches())
+        first_slot = cycle.start + pages * cycle.interval / max(1, slots)
+        if not self._discovered_once:
+            await discovery
+        else:
+            await self._until_done(discovery, first_slot)
+        if discovery.done():
+            self._plan()
+            cycle.interval = self.interval
+        return pages
 
     async def _until_done(self, task: asyncio.Task[None], due: float) -> None:
         """Wait for `task`, but not past `due`."""
@@ -500,6 +555,8 @@ class SourceRunner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.external is not None:
+            await self.external.stop()
         await self.provider.close()
         await self.http.close()
 

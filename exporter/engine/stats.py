@@ -32,6 +32,15 @@ class Histogram:
         return out
 
 
+@dataclass(frozen=True)
+class TargetListStats:
+    """One target file's or URL's state, for the target_source families."""
+
+    up: bool
+    last_success: float | None
+    targets: int
+
+
 @dataclass
 class SourceStats:
     """Counters and gauges of one source; they survive reloads of the source."""
@@ -50,6 +59,8 @@ class SourceStats:
     #: the last cycle's duration from its start to its last answer; while a cycle runs past
     #: its plan, its running time
     cycle_seconds: float = 0.0
+    #: target files and the URL by origin (the path or the URL)
+    target_lists: dict[str, TargetListStats] = field(default_factory=dict)
 
     def request_done(self, endpoint: str, code: str, duration: float) -> None:
         self.requests[(endpoint, code)] += 1

@@ -10,7 +10,10 @@ import asyncio
 import heapq
 import itertools
 import time
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -125,3 +128,24 @@ class FakeClock:
     def _drop_cancelled(self) -> None:
         while self._timers and self._timers[0][2].done():
             heapq.heappop(self._timers)
+
+
+class Overtime(Exception):
+    """The clock said the time was up before the work ended (the work was cancelled)."""
+
+
+async def within(clock: Clock, seconds: float, work: Awaitable[T]) -> T:
+    """`work`'s result, or Overtime once `clock` has let `seconds` pass: time limits on the
+    injectable clock, so tests of slow answers run in simulated time."""
+    task = asyncio.ensure_future(work)
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait((task, timer), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        raise Overtime
+    return task.result()

@@ -67,6 +67,8 @@ class Origin(StrEnum):
 
     CONFIG = "configured"
     DISCOVERY = "discovered"
+    FILE = "file"
+    URL = "url"
 
 
 SpecT = TypeVar("SpecT", bound=TargetSpec)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import structlog
 
 from exporter.config.loader import Config
+from exporter.config.schema import SourceBase
 from exporter.engine.runner import SourceMemory, SourceRunner
+from exporter.engine.targetlists import NO_MATCH, count_file_targets
 from exporter.model.clock import SYSTEM_CLOCK
 from exporter.model.durations import format_duration
+from exporter.model.windows import Window
 from exporter.store.store import Store
 
 
@@ -35,6 +38,7 @@ def plans(config: Config) -> dict[str, tuple[float, float, int]]:
             clock=SYSTEM_CLOCK,
             log=quiet,
         )
+        runner.preload_external()
         out[source.name] = (
             runner.configured_interval,
             runner.interval,
@@ -43,14 +47,29 @@ def plans(config: Config) -> dict[str, tuple[float, float, int]]:
     return out
 
 
+def _budget(source: SourceBase, bucket: str, windows: Sequence[Window]) -> str:
+    """'600/1m (set by rate_limit)', 'list requests 100/1s (the vendor's limit)'."""
+    limits = " and ".join(str(w) for w in windows)
+    where = "set by rate_limit" if bucket == "default" and source.rate_limit else "the vendor's limit"
+    return f"{limits} ({where})" if bucket == "default" else f"{bucket} requests {limits} ({where})"
+
+
+def file_problems(config: Config) -> list[str]:
+    """The target files that are there but cannot be used, one line each."""
+    return [
+        f"{origin}: {counted}"
+        for s in config.sources
+        for origin, counted in count_file_targets(s)
+        if isinstance(counted, str) and counted != NO_MATCH
+    ]
+
+
 def describe(config: Config, plans: Mapping[str, tuple[float, float, int]]) -> str:
     """What `--config.check` prints: sources, targets, effective intervals and budgets."""
     lines = [f"{config.file}: configuration is valid, {len(config.sources)} source(s)"]
     for s in config.sources:
         interval, effective, n = plans[s.name]
-        budgets = "; ".join(
-            f"{b}: {' and '.join(str(w) for w in ws)}" for b, ws in config.windows_of(s).items()
-        )
+        budgets = "; ".join(_budget(s, bucket, windows) for bucket, windows in config.windows_of(s).items())
         note = (
             ""
             if effective <= interval
@@ -62,6 +81,12 @@ def describe(config: Config, plans: Mapping[str, tuple[float, float, int]]) -> s
         )
         if s.discovery_enabled():
             lines.append("  discovery: on (targets are added and removed as the vendor lists them)")
+        for origin, counted in count_file_targets(s):
+            what = f"{counted} targets" if isinstance(counted, int) else counted
+            lines.append(f"  targets file {origin}: {what}")
+        if s.targets_url is not None:
+            every = format_duration(s.targets_url.refresh_interval)
+            lines.append(f"  targets url {s.targets_url.url} (every {every}; not fetched by the check)")
         for t in s.targets:
             lines.append(f"  target {t.key()} -> stream={t.stream_label()!r}")
     lines.extend(f"warning: {w}" for w in config.warnings())

@@ -15,7 +15,7 @@ from structlog.typing import FilteringBoundLogger
 from exporter.config.problems import ConfigError
 from exporter.model.redaction import REDACTOR
 from exporter.process import logsetup
-from exporter.process.check import describe, plans
+from exporter.process.check import describe, file_problems, plans
 from exporter.process.daemon import Exporter
 from exporter.process.demo import run_demo
 from exporter.process.serve import serve
@@ -47,7 +47,10 @@ def _check(settings: Settings, exporter: Exporter) -> int:
     if settings.web_config_file:
         load_web_config(settings.web_config_file)
         print(f"{settings.web_config_file}: web configuration is valid")
-    return 0
+    problems = file_problems(config)
+    for line in problems:
+        print(line, file=sys.stderr)
+    return 2 if problems else 0
 
 
 def _run(settings: Settings, log: FilteringBoundLogger) -> int:
@@ -60,4 +63,5 @@ def _run(settings: Settings, log: FilteringBoundLogger) -> int:
 
 
 def _run_demo(settings: Settings, log: FilteringBoundLogger) -> int:
-    return asyncio.run(run_demo(settings, log))
+    web_config = LiveWebConfig(settings.web_config_file, log) if settings.web_config_file else None
+    return asyncio.run(run_demo(settings, log, web_config))

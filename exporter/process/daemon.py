@@ -2,6 +2,8 @@
 
 Reload builds the new configuration completely before touching the running one, so an
 invalid file changes nothing but `livestream_exporter_config_last_reload_successful`.
+It reads the files in a thread of its own with a deadline: a credential file on a hung
+mount fails the reload instead of freezing the event loop.
 Only the sources whose configuration changed are restarted: an unchanged source keeps
 its HTTP session, its polls in flight and its schedule.  A changed source that keeps its
 name and provider keeps its counters, its budget's history and its last values.
@@ -20,6 +22,7 @@ from exporter.config.schema import SourceBase
 from exporter.engine.runner import SourceMemory, SourceRunner
 from exporter.engine.scheduler import PollScheduler
 from exporter.model.clock import SYSTEM_CLOCK, Clock
+from exporter.model.offloop import READ_TIMEOUT_SECONDS, OffLoopTimeout, off_loop
 from exporter.model.redaction import REDACTOR
 from exporter.store.exposition import ReloadStatus
 from exporter.store.store import Store
@@ -53,6 +56,9 @@ class Exporter:
         self._memory: dict[str, SourceMemory] = {}
         self._identities: dict[str, _Identity] = {}
         self._lock = asyncio.Lock()
+        self._stopping = False
+        #: the reload running now, cancelled by stop()
+        self._reloading: asyncio.Task[object] | None = None
 
     @property
     def runners(self) -> dict[str, SourceRunner]:
@@ -75,37 +81,52 @@ class Exporter:
 
     async def reload(self) -> str | None:
         """Reload the configuration file; None when it worked, else the readable error."""
+        if self._stopping:
+            return "the exporter is shutting down"
         async with self._lock:
+            if self._stopping:
+                return "the exporter is shutting down"
+            self._reloading = asyncio.current_task()
             try:
-                config = self._loader(self.config_file)
-            except ConfigError as e:
-                self.reload_status.successful = False
-                self.store.bump()
-                self.log.error(
-                    "configuration reload failed; keeping the running configuration", reason=str(e)
-                )
-                return str(e)
-            previous = self.config
-            self._warn(config)
-            REDACTOR.set_secrets(config.secrets() | (previous.secrets() if previous else set()))
-            try:
-                restarted = await self._apply(config)
-            except Exception as e:
-                # valid on paper, but it could not be started: go back to what ran before
-                self.reload_status.successful = False
-                self.store.bump()
-                self.log.error(
-                    "configuration reload failed while starting it; restoring the running configuration",
-                    exc_type=type(e).__name__,
-                    reason=str(e),
-                )
-                if previous is not None:
-                    await self._apply(previous, record=False)
-                    REDACTOR.set_secrets(previous.secrets())
-                return f"{self.config_file}: the configuration could not be started: {type(e).__name__}: {e}"
-            REDACTOR.set_secrets(config.secrets())
-            self.log.info("configuration reloaded", sources=len(config.sources), restarted=restarted)
-            return None
+                return await self._reload()
+            finally:
+                self._reloading = None
+
+    async def _reload(self) -> str | None:
+        try:
+            config = await off_loop(
+                lambda: self._loader(self.config_file),
+                seconds=READ_TIMEOUT_SECONDS,
+                what=f"reading {self.config_file} and its credential files",
+            )
+        except (ConfigError, OffLoopTimeout) as e:
+            if isinstance(e, OffLoopTimeout):
+                e = ConfigError(self.config_file, [("", str(e))])
+            self.reload_status.successful = False
+            self.store.bump()
+            self.log.error("configuration reload failed; keeping the running configuration", reason=str(e))
+            return str(e)
+        previous = self.config
+        self._warn(config)
+        REDACTOR.set_secrets(config.secrets() | (previous.secrets() if previous else set()))
+        try:
+            restarted = await self._apply(config)
+        except Exception as e:
+            # valid on paper, but it could not be started: go back to what ran before
+            self.reload_status.successful = False
+            self.store.bump()
+            self.log.error(
+                "configuration reload failed while starting it; restoring the running configuration",
+                exc_type=type(e).__name__,
+                reason=str(e),
+            )
+            if previous is not None:
+                await self._apply(previous, record=False)
+                REDACTOR.set_secrets(previous.secrets())
+            return f"{self.config_file}: the configuration could not be started: {type(e).__name__}: {e}"
+        REDACTOR.set_secrets(config.secrets())
+        self.log.info("configuration reloaded", sources=len(config.sources), restarted=restarted)
+        return None
 
     async def _apply(self, config: Config, *, record: bool = True) -> int:
         """Run `config`: start new and changed sources, stop removed ones; how many (re)started."""
@@ -140,4 +161,9 @@ class Exporter:
         return started
 
     async def stop(self) -> None:
-        await self._scheduler.shutdown()
+        """Stop polling; a reload under way is cancelled, and none starts afterwards."""
+        self._stopping = True
+        if self._reloading is not None:
+            self._reloading.cancel()
+        async with self._lock:
+            await self._scheduler.shutdown()

@@ -15,6 +15,7 @@ from exporter.process import early
 from exporter.process.daemon import Exporter
 from exporter.process.settings import Settings, split_address
 from exporter.web.app import create_app
+from exporter.web.server import ConnectionGuard, GuardedSite, raise_open_files_limit
 from exporter.web.webconfig import LiveWebConfig
 
 SHUTDOWN_TIMEOUT = 4.0
@@ -56,13 +57,22 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
 
-    app = create_app(exporter, telemetry_path=settings.telemetry_path, web_config=web_config)
+    soft, raised = raise_open_files_limit()
+    if raised != soft:
+        log.debug("raised the open files limit", soft_limit=raised, was=soft)
+    app = create_app(
+        exporter,
+        telemetry_path=settings.telemetry_path,
+        web_config=web_config,
+        enable_lifecycle=settings.enable_lifecycle,
+    )
     with_polling(app, exporter, config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     host, port = split_address(settings.listen_address)
-    site = web.TCPSite(
-        runner, host, port, ssl_context=web_config.server_ssl_context() if web_config else None
+    guard = ConnectionGuard(settings.max_connections, settings.read_timeout, log)
+    site = GuardedSite(
+        runner, host, port, guard=guard, ssl_context=web_config.server_ssl_context() if web_config else None
     )
     try:
         await site.start()
@@ -87,8 +97,10 @@ async def serve(
     log.info("shutting down")
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.remove_signal_handler(sig)
-    for t in list(reloads):
+    pending = list(reloads)
+    for t in pending:
         t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
     try:
         await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT)
     except TimeoutError:

@@ -2,8 +2,8 @@
 
     GET {base_url}/accounts/{account_id}/realtime/kit/{app_id}/livestreams      discovery, paged
     GET .../livestreams/{livestream_id}/active-livestream-session                per target
-    GET .../livestreams/{livestream_id}                                          when no session is active
-    GET .../analytics/livestreams/overall                                        app level
+    GET .../livestreams/{livestream_id}?page_no=&per_page=1                      when no session is active
+    GET .../analytics/livestreams/overall?start_time=&end_time=                  app level
 
     livestream_viewer_seconds_total        session viewer_seconds
     livestream_ingest_seconds_total        session ingest_seconds
@@ -16,6 +16,15 @@
     livestream_app_viewer_seconds_total    total_viewer_seconds
     livestream_app_ingest_seconds_total    total_ingest_seconds
 
+Analytics overall covers the range it is asked for, and without `start_time` its range is
+not documented (it may be a rolling window, whose totals fall).  The exporter asks for
+everything: from 1970-01-01T00:00:00Z to now, so the app totals are cumulative counters.
+
+Without an active session, `GET livestreams/{id}` pages through the livestream's sessions
+and its `session` is the first of the page, whose order is not documented: the exporter asks
+for one session a page, reads page 1 and, when there are more, the last page too, and keeps
+the session that started last.
+
 Numbers may arrive as strings; the list's `data` may be an array with `paging` beside it or
 one object (one livestream a page) with `paging` inside: pages are followed until
 `paging.end_offset` reaches `total_count` (without paging, while pages are full).  A
@@ -27,11 +36,14 @@ the source until the shortest window has passed.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from exporter.config.registry import register
 from exporter.config.schema import CredentialsBase, DiscoveringSource, Secret, TargetBase
@@ -39,7 +51,7 @@ from exporter.model.errors import AuthError, GoneError, ParseError, ThrottledErr
 from exporter.model.samples import Origin, Outcome, Sample, Target
 from exporter.model.windows import Window
 from exporter.providers.base import Provider
-from exporter.providers.parse import number, obj, optional_time
+from exporter.providers.parse import count, number, obj, optional_time, sendable
 from exporter.providers.transport import Response, parse_retry_after, raise_for_status
 
 STATUSES = ("LIVE", "IDLE", "ERRORED", "INVOKED")
@@ -48,6 +60,14 @@ PER_PAGE = 100
 MAX_PAGES = 1000
 #: Cloudflare's "Please wait and consider throttling your request speed"
 THROTTLED_CODE = 971
+#: where the app-level analytics range starts: before any app existed, so the totals are cumulative
+ANALYTICS_START = "1970-01-01T00:00:00.000Z"
+#: a bound on a livestream's session count as read from paging (a page number is sent from it)
+MAX_SESSIONS = 10**9
+#: a vendor error code as the exporter reads it
+_CODE = re.compile(r"[0-9]{1,9}")
+#: the session times that tell which session is the latest, best first
+SESSION_TIMES = ("started_time", "invoked_time", "created_at")
 
 
 class CloudflareCredentials(CredentialsBase):
@@ -77,6 +97,11 @@ class Cloudflare(Provider[CloudflareSource, CloudflareTarget]):
         "default": (Window(250, 10.0), Window(1200, 300.0))
     }
     has_app_metrics = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: the latest end_time asked of analytics overall: never earlier, even if the clock steps back
+        self._analytics_end = -math.inf
 
     def _app_url(self) -> str:
         s = self.source
@@ -111,6 +136,7 @@ class Cloudflare(Provider[CloudflareSource, CloudflareTarget]):
     async def discover(self) -> list[Target[CloudflareTarget]]:
         found: dict[str, Target[CloudflareTarget]] = {}
         pages = 0
+        last_end: float | None = None
         for page in range(1, MAX_PAGES + 1):
             r = await self._get(
                 "/livestreams", "livestreams", {"page_no": str(page), "per_page": str(PER_PAGE)}
@@ -129,13 +155,29 @@ class Cloudflare(Provider[CloudflareSource, CloudflareTarget]):
                 items, paging = [], None
             else:
                 raise ParseError("livestreams: field data is neither a list nor an object")
+            before = len(found)
             for item in items:
                 if isinstance(item, dict) and item.get("id"):
+                    try:
+                        spec = CloudflareTarget(livestream_id=sendable(item["id"], "id"))
+                    except (ParseError, ValidationError):
+                        continue  # not an id a request can carry
                     info = {"name": str(item.get("name") or ""), "status": str(item.get("status") or "")}
-                    spec = CloudflareTarget(livestream_id=str(item["id"]))
                     found[spec.key()] = Target.of(spec, Origin.DISCOVERY, info)
             if not items or not self._more_pages(paging, len(found), len(items), isinstance(data, list)):
                 break
+            # A vendor that ignores page_no answers the same page again: its paging does not move
+            # on (or, without paging, the page has no livestream not seen yet).  Following it
+            # would spend MAX_PAGES requests every discovery.
+            end = _end_offset(paging)
+            if (end is not None and last_end is not None and end <= last_end) or (
+                end is None and len(found) == before
+            ):
+                self.log.warning(
+                    "the livestream list answered the same page again; paging stopped", pages=pages
+                )
+                break
+            last_end = end
         else:
             self.log.warning("livestream list longer than the pages followed", pages=MAX_PAGES)
         self.discovery_requests = pages
@@ -159,11 +201,33 @@ class Cloudflare(Provider[CloudflareSource, CloudflareTarget]):
         lid = quote(target.key, safe="")
         try:
             r = await self._get(f"/livestreams/{lid}/active-livestream-session", "active_livestream_session")
+            data = obj(self._envelope(r).get("data"), "data")
         except GoneError:
             # No active session: the livestream itself says whether it still exists.
-            r = await self._get(f"/livestreams/{lid}", "livestream")
-        data = obj(self._envelope(r).get("data"), "data")
+            data = await self._latest_session(lid)
         return {target.key: self.parse(data, target)}
+
+    async def _session_page(self, lid: str, page: int) -> tuple[Mapping[str, Any], Any]:
+        """One page of `GET livestreams/{id}` with one session a page: its data and paging."""
+        r = await self._get(f"/livestreams/{lid}", "livestream", {"page_no": str(page), "per_page": "1"})
+        doc = self._envelope(r)
+        data = obj(doc.get("data"), "data")
+        return data, data.get("paging", doc.get("paging"))
+
+    async def _latest_session(self, lid: str) -> Mapping[str, Any]:
+        """The livestream with its latest session: page 1 and, with more sessions, the last page
+        (the order is not documented), whichever session started later."""
+        first, paging = await self._session_page(lid, 1)
+        total = _mapping(paging).get("total_count")
+        sessions = count(total, "paging.total_count") if total is not None else 0.0
+        if sessions <= 1:
+            return first
+        if sessions != int(sessions) or sessions > MAX_SESSIONS:
+            raise ParseError("livestream: field paging.total_count is not a session count")
+        last, _ = await self._session_page(lid, int(sessions))
+        if _mapping(last.get("session")) and _began(last) >= _began(first):
+            return last
+        return first
 
     def parse(self, data: Mapping[str, Any], target: Target[CloudflareTarget]) -> list[Sample]:
         livestream = _mapping(data.get("livestream"))
@@ -179,7 +243,7 @@ class Cloudflare(Provider[CloudflareSource, CloudflareTarget]):
             ("livestream_ingest_seconds_total", "ingest_seconds"),
         ):
             if session.get(field) is not None:
-                samples.append(Sample.of(metric, number(session[field], f"session.{field}")))
+                samples.append(Sample.of(metric, count(session[field], f"session.{field}")))
         started = optional_time(session.get("started_time"), "session.started_time")
         if started is not None:
             samples.append(Sample.of("livestream_started_timestamp_seconds", started))
@@ -192,20 +256,52 @@ class Cloudflare(Provider[CloudflareSource, CloudflareTarget]):
         return samples
 
     async def poll_app(self) -> Sequence[Sample]:
-        r = await self._get("/analytics/livestreams/overall", "analytics_overall")
+        # everything from the start of time to now: cumulative totals, never a rolling window
+        self._analytics_end = max(self._analytics_end, self.clock.time())
+        r = await self._get(
+            "/analytics/livestreams/overall",
+            "analytics_overall",
+            {"start_time": ANALYTICS_START, "end_time": _iso(self._analytics_end)},
+        )
         data = obj(self._envelope(r).get("data"), "data")
         # a missing field is a parse error, never a 0 (a counter at 0 reads as a reset)
         return [
-            Sample.of("livestream_app_livestreams", number(data.get("count"), "count")),
+            Sample.of("livestream_app_livestreams", count(data.get("count"), "count")),
             Sample.of(
                 "livestream_app_viewer_seconds_total",
-                number(data.get("total_viewer_seconds"), "total_viewer_seconds"),
+                count(data.get("total_viewer_seconds"), "total_viewer_seconds"),
             ),
             Sample.of(
                 "livestream_app_ingest_seconds_total",
-                number(data.get("total_ingest_seconds"), "total_ingest_seconds"),
+                count(data.get("total_ingest_seconds"), "total_ingest_seconds"),
             ),
         ]
+
+
+def _end_offset(paging: Any) -> float | None:
+    """`paging.end_offset`, when the answer has it."""
+    if isinstance(paging, dict) and paging.get("end_offset") is not None:
+        return number(paging["end_offset"], "paging.end_offset")
+    return None
+
+
+def _iso(when: float) -> str:
+    """2025-10-29T12:05:38.367Z: ISO 8601 in UTC, to the millisecond, as the vendor writes times."""
+    moment = datetime.fromtimestamp(when, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _began(data: Mapping[str, Any]) -> float:
+    """When the answer's session began (its first readable time), -inf when none is readable."""
+    session = _mapping(data.get("session"))
+    for field in SESSION_TIMES:
+        try:
+            when = optional_time(session.get(field), f"session.{field}")
+        except ParseError:
+            continue
+        if when is not None:
+            return when
+    return -math.inf
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -222,6 +318,9 @@ def _error_codes(doc: Mapping[str, Any]) -> list[int]:
         entries.append(doc["error"])
     codes = []
     for e in entries:
-        if isinstance(e, dict) and isinstance(e.get("code"), int | str) and str(e["code"]).strip().isdigit():
-            codes.append(int(str(e["code"]).strip()))
+        code = e.get("code") if isinstance(e, dict) else None
+        text = str(code).strip() if isinstance(code, int | str) else ""
+        # ASCII digits only ("²" is a digit to str.isdigit, not to int), few enough for an int
+        if _CODE.fullmatch(text):
+            codes.append(int(text))
     return codes

@@ -39,7 +39,7 @@ from exporter.model.errors import AuthError, GoneError, ParseError, PollError, T
 from exporter.model.samples import Outcome, Sample, Target
 from exporter.model.windows import Window
 from exporter.providers.base import Provider
-from exporter.providers.parse import iso_time, number, obj, optional_time
+from exporter.providers.parse import count, iso_time, obj, optional_time
 
 ENDPOINT = "get-live-event-session-stats"
 #: the smallest top-user list: the exporter has no use for it (personal data)
@@ -166,13 +166,13 @@ class Fermion(Provider[FermionSource, FermionTarget]):
                     f" {str(output.get('status'))[:20]!r} for the session"
                 )
             data = obj(output.get("data"), "output.data")
-            samples = [Sample.of(metric, number(data.get(field), field)) for metric, field in COUNTS]
+            samples = [Sample.of(metric, count(data.get(field), field)) for metric, field in COUNTS]
             minutes = data.get("estimatedStreamDurationInMinutes")
             if minutes is not None:
                 samples.append(
                     Sample.of(
                         "livestream_duration_seconds",
-                        number(minutes, "estimatedStreamDurationInMinutes") * 60,
+                        count(minutes, "estimatedStreamDurationInMinutes") * 60,
                     )
                 )
             started = optional_time(data.get("streamStartedAt"), "streamStartedAt")

@@ -25,7 +25,7 @@ from exporter.model.errors import AuthError, ParseError, PollError, ThrottledErr
 from exporter.model.samples import Outcome, Sample, Target
 from exporter.model.windows import Window
 from exporter.providers.base import Provider
-from exporter.providers.parse import iso_time, number, obj
+from exporter.providers.parse import count, iso_time, obj
 
 
 class GjirafaCredentials(CredentialsBase):
@@ -98,7 +98,7 @@ class Gjirafa(Provider[GjirafaSource, GjirafaTarget]):
         if env.get("success") is False or errors:
             raise self._failure(env, errors, endpoint)
         result = obj(env.get("result"), "result")
-        samples = [Sample.of("livestream_unique_viewers", number(result.get("total"), "result.total"))]
+        samples = [Sample.of("livestream_unique_viewers", count(result.get("total"), "result.total"))]
         intervals = result.get("liveViewers") or []
         if not isinstance(intervals, list):
             raise ParseError(f"{endpoint}: field result.liveViewers is not a list")
@@ -108,7 +108,7 @@ class Gjirafa(Provider[GjirafaSource, GjirafaTarget]):
             try:
                 entry = obj(item, "liveViewers[]")
                 points.append(
-                    (iso_time(entry.get("date"), "date"), number(entry.get("uniqueViewers"), "uniqueViewers"))
+                    (iso_time(entry.get("date"), "date"), count(entry.get("uniqueViewers"), "uniqueViewers"))
                 )
             except ParseError:
                 skipped += 1

@@ -18,7 +18,10 @@ def number(value: Any, field: str) -> float:
     if isinstance(value, bool) or value is None:
         raise ParseError(f"field {field} is not a number")
     if isinstance(value, int | float):
-        out = float(value)
+        try:
+            out = float(value)
+        except OverflowError:  # an integer no float holds
+            raise ParseError(f"field {field} is not a finite number") from None
     elif isinstance(value, str):
         try:
             out = float(value.strip())
@@ -29,6 +32,25 @@ def number(value: Any, field: str) -> float:
     if not math.isfinite(out):
         raise ParseError(f"field {field} is not a finite number")
     return out
+
+
+def count(value: Any, field: str) -> float:
+    """A documented count, total or duration: a finite number that is never negative."""
+    out = number(value, field)
+    if out < 0:
+        raise ParseError(f"field {field} is negative")
+    return out
+
+
+def sendable(value: Any, field: str) -> str:
+    """A vendor's id as text a request can carry: UTF-8 encodes it (JSON can hold a lone
+    surrogate, which no URL or body can send back)."""
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ParseError(f"field {field} is not UTF-8 text") from None
+    return text
 
 
 def iso_time(value: Any, field: str) -> float:

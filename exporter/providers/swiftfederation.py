@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import ClassVar, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from yarl import URL
 
 from exporter.config.registry import register
@@ -30,7 +30,7 @@ from exporter.model.errors import AuthError, ParseError, PollError, ThrottledErr
 from exporter.model.samples import Origin, Outcome, Sample, Target
 from exporter.model.windows import Window
 from exporter.providers.base import Provider
-from exporter.providers.parse import number, obj
+from exporter.providers.parse import count, obj, sendable
 from exporter.providers.signing import sfd_sign_headers
 from exporter.providers.transport import Response, raise_for_status
 
@@ -186,7 +186,7 @@ class SwiftFederation(Provider[SwiftFederationSource, SwiftFederationTarget]):
                 skipped += 1
                 continue
             try:
-                points.append((when, number(item.get("concurrentViewers"), "concurrentViewers")))
+                points.append((when, count(item.get("concurrentViewers"), "concurrentViewers")))
             except ParseError:
                 skipped += 1
         self.http.skipped(skipped)
@@ -217,10 +217,13 @@ class SwiftFederation(Provider[SwiftFederationSource, SwiftFederationTarget]):
             for s in streams:
                 if not isinstance(s, dict) or not s.get("stream"):
                     continue
-                spec = SwiftFederationTarget(
-                    domain=str(s.get("domain") or domain),
-                    app=str(s.get("app") or "") or None,
-                    stream=str(s["stream"]),
-                )
+                try:
+                    spec = SwiftFederationTarget(
+                        domain=sendable(s.get("domain") or domain, "domain"),
+                        app=sendable(s.get("app") or "", "app") or None,
+                        stream=sendable(s["stream"], "stream"),
+                    )
+                except (ParseError, ValidationError):
+                    continue  # not a stream a request can name
                 found[spec.key()] = Target.of(spec, Origin.DISCOVERY)
         return list(found.values())

@@ -31,7 +31,7 @@ from exporter.model.redaction import REDACTOR
 from exporter.model.samples import Origin, Outcome, Sample, Target
 from exporter.model.windows import Window
 from exporter.providers.base import Provider
-from exporter.providers.parse import number, obj
+from exporter.providers.parse import count, number, obj, sendable
 from exporter.providers.signing import tencent_usersig
 
 REGION_HOSTS = {
@@ -175,11 +175,12 @@ class Tencent(Provider[TencentSource, TencentTarget]):
         (target,) = batch
         doc = await self._call("get_room_stats", {"RoomId": target.key})
         stats = obj(doc.get("Response"), "Response")
-        return {target.key: [Sample.of(metric, number(stats.get(field), field)) for metric, field in COUNTS]}
+        return {target.key: [Sample.of(metric, count(stats.get(field), field)) for metric, field in COUNTS]}
 
     async def discover(self) -> list[Target[TencentTarget]]:
         found: dict[str, Target[TencentTarget]] = {}
         cursor = ""
+        cursors = {cursor}
         pages = 0
         for _ in range(MAX_PAGES):
             doc = await self._call("get_room_list", {"Next": cursor, "Count": LIST_PAGE}, bucket="list")
@@ -193,12 +194,18 @@ class Tencent(Provider[TencentSource, TencentTarget]):
             for room in rooms:
                 if isinstance(room, dict) and room.get("RoomId"):
                     try:
-                        spec = TencentTarget(room_id=str(room["RoomId"]))
-                    except ValidationError:
+                        spec = TencentTarget(room_id=sendable(room["RoomId"], "RoomId"))
+                    except (ParseError, ValidationError):
                         continue  # not a room id the stats endpoint takes
                     found[spec.key()] = Target.of(spec, Origin.DISCOVERY)
             cursor = str(response.get("Next") or "")
             if not cursor:
                 break
+            if cursor in cursors:  # a cursor seen before: following it would go round for MAX_PAGES
+                self.log.warning(
+                    "the room list answered a cursor it gave before; paging stopped", pages=pages
+                )
+                break
+            cursors.add(cursor)
         self.discovery_requests = pages
         return list(found.values())

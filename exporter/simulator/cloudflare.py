@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
 from aiohttp import web
 
 from .common import Reply, bearer, fingerprint, int_param, iso_z
 from .core import Catalog, Limits, Settings, VendorSim, register, str_list
-from .curves import SimStream
+from .curves import Session, SimStream
 from .limits import Verdict
 from .pipeline import Call, serve
 from .scenarios import CREATE_BEFORE_START
@@ -23,6 +25,11 @@ DEMO_APP: Final = "7c4d1f0e-3b2a-4c5d-8e9f-0a1b2c3d4e5f"
 STRING_NUMBERS_DEFAULT: Final = ("78dd0b50-4147-4bb8-88d3-2ccc2e98bff0",)
 _LIST_FORMS = ("array", "object")
 _STATUSES = ("LIVE", "IDLE", "ERRORED", "INVOKED")
+# The range analytics overall covers when a request gives no start_time: the last hour, so
+# that its totals can fall as older watch time leaves the window.
+OVERALL_WINDOW_DEFAULT: Final = 3600.0
+_STEP = 5.0  # integration step of watch time over part of a stream's sessions
+_MAX_STEPS = 5000
 
 
 def _number(value: float, as_string: bool) -> int | str:
@@ -54,25 +61,137 @@ def livestream(vendor: Cloudflare, stream: SimStream, now: float) -> dict[str, A
     }
 
 
-def session_details(vendor: Cloudflare, stream: SimStream, now: float) -> dict[str, Any] | None:
-    session = stream.latest_session(now)
+def _viewer_seconds(stream: SimStream, start: float, end: float) -> float:
+    """Watch time of the stream between `start` and `end`, integrated afresh over its sessions."""
+    total = 0.0
+    for session in stream.sessions:
+        low = max(start, session.start)
+        high = min(end, session.end if session.end is not None else end)
+        if high <= low:
+            continue
+        step = max(_STEP, (high - low) / _MAX_STEPS)
+        t = low
+        while t < high:
+            dt = min(step, high - t)
+            total += stream.viewers_at(t + dt / 2.0) * dt
+            t += dt
+    return total
+
+
+def _live_seconds(stream: SimStream, start: float, end: float) -> float:
+    """How long the stream was live between `start` and `end`."""
+    total = 0.0
+    for session in stream.sessions:
+        high = min(end, session.end if session.end is not None else end)
+        total += max(0.0, high - max(start, session.start))
+    return total
+
+
+def watched(stream: SimStream, start: float, end: float, now: float) -> tuple[float, float]:
+    """(viewer seconds, ingest seconds) of the stream between `start` and `end` (at most `now`):
+    its running counters less what lies outside the range, so that a range holding everything
+    up to now gives exactly the counters."""
+    stream.advance(now)
+    end = min(end, now)
+    if end <= start:
+        return 0.0, 0.0
+    viewers = stream.viewer_seconds
+    live = stream.live_seconds
+    if start > -math.inf:
+        viewers -= _viewer_seconds(stream, -math.inf, start)
+        live -= _live_seconds(stream, -math.inf, start)
+    if end < now:
+        viewers -= _viewer_seconds(stream, end, now)
+        live -= _live_seconds(stream, end, now)
+    return max(0.0, viewers), max(0.0, live)
+
+
+def session_details(
+    vendor: Cloudflare, stream: SimStream, now: float, session: Session | None = None
+) -> dict[str, Any] | None:
+    """One session (the latest that has started when not given), with its own counters."""
+    session = session or stream.latest_session(now)
     if session is None:
         return None
-    stream.advance(now)
     strings = stream.key in vendor.string_numbers
     stopped = session.end if session.end is not None and session.end <= now else None
+    viewer_seconds, ingest_seconds = watched(stream, session.start, stopped or now, now)
     return {
         "id": session.id,
         "created_at": iso_z(session.start, millis=True),
         "err_message": None,
-        "ingest_seconds": _number(stream.live_seconds, strings),
+        "ingest_seconds": _number(ingest_seconds, strings),
         "invoked_time": iso_z(session.start, millis=True),
         "livestream_id": stream.key,
         "started_time": iso_z(session.start, millis=True),
         "stopped_time": iso_z(stopped, millis=True) if stopped is not None else None,
         "updated_at": iso_z(now, millis=True),
-        "viewer_seconds": _number(stream.viewer_seconds, strings),
+        "viewer_seconds": _number(viewer_seconds, strings),
     }
+
+
+def parse_time(value: str) -> float:
+    """Unix seconds of an ISO 8601 time (UTC without a zone); ValueError when malformed."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def overall_range(vendor: Cloudflare, query: Mapping[str, str], now: float) -> tuple[float, float]:
+    """(start, end) of analytics overall: `start_time` and `end_time` when given, else the
+    rolling window before now; ValueError when malformed."""
+    end = parse_time(query["end_time"]) if query.get("end_time") else now
+    start = parse_time(query["start_time"]) if query.get("start_time") else end - vendor.overall_window
+    if end < start:
+        raise ValueError("end_time is before start_time")
+    return start, end
+
+
+def overall(vendor: Cloudflare, query: Mapping[str, str]) -> Reply:
+    now = vendor.sim.now()
+    try:
+        start, end = overall_range(vendor, query, now)
+    except ValueError:
+        return vendor.error(400, "7003", "start_time and end_time must be ISO 8601 times, in order")
+    every = list(vendor.sim.streams[vendor.name].values())
+    viewers = ingest = 0.0
+    for stream in every:
+        v, i = watched(stream, start, end, now)
+        viewers += v
+        ingest += i
+    data = {
+        "count": len([s for s in every if start <= s.created_at <= min(end, now)]),
+        "total_ingest_seconds": round(ingest),
+        "total_viewer_seconds": round(viewers),
+    }
+    return Reply(200, {"success": True, "data": data})
+
+
+def sessions_page(vendor: Cloudflare, stream: SimStream, query: Mapping[str, str], now: float) -> Reply:
+    """GET livestreams/{id}: the livestream and one page of its sessions, oldest first; the
+    page's first session is `session` (without paging: the oldest)."""
+    try:
+        page_no = int_param(query.get("page_no"), 1)
+        per_page = int_param(query.get("per_page"), 20, maximum=100)
+    except ValueError:
+        return vendor.error(400, "7003", "page_no and per_page must be positive numbers")
+    started = [s for s in stream.sessions if s.start <= now]
+    first = (page_no - 1) * per_page
+    page = started[first : first + per_page]
+    data: dict[str, Any] = {
+        "livestream": livestream(vendor, stream, now),
+        "session": session_details(vendor, stream, now, page[0]) if page else None,
+        "paging": {
+            "start_offset": first + 1 if page else first,
+            "end_offset": first + len(page),
+            "total_count": len(started),
+        },
+    }
+    return Reply(200, {"success": True, "data": data})
 
 
 def list_livestreams(vendor: Cloudflare, query: Mapping[str, str]) -> Reply:
@@ -124,9 +243,11 @@ class Cloudflare(VendorSim):
         "cf_list_form": "array",  # "array" (data list, paging beside) or "object" (one item, paging inside)
         "cf_string_numbers": STRING_NUMBERS_DEFAULT,  # livestream ids whose numbers arrive as strings
         "cf_inactive_session_404": False,  # active-livestream-session answers 404 when none is live
+        "cf_overall_window": OVERALL_WINDOW_DEFAULT,  # seconds analytics overall covers without start_time
     }
     quick_first_cycle: ClassVar[Settings] = {"rate_limit": [{"requests": 250, "per": "10s"}]}
     demo_latency = (0.09, 0.04)
+    demo_troubles = True
     list_endpoints: ClassVar[frozenset[str]] = frozenset({"livestreams"})
     over_limit_error = ("971", "Please wait and consider throttling your request speed")
     auth_error = ("10000", "Authentication error")
@@ -139,6 +260,7 @@ class Cloudflare(VendorSim):
     list_form: str
     string_numbers: set[str]
     inactive_session_404: bool
+    overall_window: float
 
     def reset(self) -> None:
         super().reset()
@@ -155,6 +277,10 @@ class Cloudflare(VendorSim):
             self.string_numbers = set(str_list(value))
         elif name == "cf_inactive_session_404":
             self.inactive_session_404 = bool(value)
+        elif name == "cf_overall_window":
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise ValueError("cf_overall_window is a positive number of seconds")
+            self.overall_window = float(value)
         else:
             super().set_quirk(name, value)
 
@@ -217,19 +343,14 @@ class Cloudflare(VendorSim):
             if stream is None:
                 return self.error(404, "1404", f"Livestream {livestream_id} not found")
             now = self.sim.now()
-            if active_only and self.inactive_session_404 and not stream.is_live(now):
+            if not active_only:
+                return sessions_page(self, stream, request.query, now)
+            if self.inactive_session_404 and not stream.is_live(now):
                 return self.error(404, "1404", f"No active livestream session for {livestream_id}")
             data: dict[str, Any] = {
                 "livestream": livestream(self, stream, now),
                 "session": session_details(self, stream, now),
             }
-            if not active_only:
-                count = len([s for s in stream.sessions if s.start <= now])
-                data["paging"] = {
-                    "start_offset": 1 if count else 0,
-                    "end_offset": count,
-                    "total_count": count,
-                }
             return Reply(200, {"success": True, "data": data})
 
         async def active_session(request: web.Request) -> web.StreamResponse:
@@ -249,27 +370,15 @@ class Cloudflare(VendorSim):
             call = Call(self, endpoint, credential, refusal, produce, (livestream_id,))
             return await serve(request, call)
 
-        async def overall(request: web.Request) -> web.StreamResponse:
+        async def analytics_overall(request: web.Request) -> web.StreamResponse:
             credential, refusal = authenticate(request)
 
             def produce() -> Reply:
-                refused = wrong_app(request)
-                if refused is not None:
-                    return refused
-                now = self.sim.now()
-                every = list(self.sim.streams[self.name].values())
-                for stream in every:
-                    stream.advance(now)
-                data = {
-                    "count": len([s for s in every if s.created_at <= now]),
-                    "total_ingest_seconds": round(sum(s.live_seconds for s in every)),
-                    "total_viewer_seconds": round(sum(s.viewer_seconds for s in every)),
-                }
-                return Reply(200, {"success": True, "data": data})
+                return wrong_app(request) or overall(self, request.query)
 
             return await serve(request, Call(self, "analytics-overall", credential, refusal, produce))
 
         app.router.add_get(kit + "/livestreams", livestreams)
         app.router.add_get(kit + "/livestreams/{livestream_id}/active-livestream-session", active_session)
         app.router.add_get(kit + "/livestreams/{livestream_id}", livestream_sessions)
-        app.router.add_get(kit + "/analytics/livestreams/overall", overall)
+        app.router.add_get(kit + "/analytics/livestreams/overall", analytics_overall)

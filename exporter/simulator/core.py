@@ -106,6 +106,10 @@ class VendorSim:
     # answer time (mean, jitter) in seconds, and the answers of `list_endpoints` in pieces of
     # (bytes, gap seconds, gap jitter seconds).
     demo_latency: ClassVar[tuple[float, float]] = (0.0, 0.0)
+    # `--demo` shows failure too: a vendor with `demo_troubles` (one that discovers its
+    # streams, asked one stream per request) gets a stream that keeps failing with HTTP 503
+    # and one that goes away after DEMO_VANISH_AFTER seconds.
+    demo_troubles: ClassVar[bool] = False
     demo_pieces: ClassVar[tuple[int, float, float]] = (1400, 0.004, 0.003)
     list_endpoints: ClassVar[frozenset[str]] = frozenset()  # endpoints whose answers are lists
 
@@ -228,6 +232,10 @@ class VendorSim:
 # ---------------------------------------------------------------------- registry
 
 _REGISTRY: dict[str, type[VendorSim]] = {}
+#: the demo's vanishing stream goes after this long; its failing one fails this often
+DEMO_VANISH_AFTER = 90.0
+DEMO_FAILURES = 10**9
+
 #: requests `--demo` remembers (about 300 bytes each): the newest ones, for /_sim/requests
 DEMO_LOG_RECORDS = 100_000
 
@@ -669,11 +677,27 @@ class Simulator:
 
 
 def demo_simulator(*, seed: int | None = None) -> Simulator:
-    """The simulator of `--demo`: every vendor with its typical network (`use_demo_network`)."""
+    """The simulator of `--demo`: every vendor with its typical network (`use_demo_network`),
+    and the troubles of the vendors with `demo_troubles`."""
     sim = Simulator(seed=seed)
     sim.use_demo_network()
     sim.log = RequestLog(keep=DEMO_LOG_RECORDS)
+    add_demo_troubles(sim)
     return sim
+
+
+def add_demo_troubles(sim: Simulator) -> dict[str, tuple[str, str]]:
+    """In each vendor with `demo_troubles`, a stream that keeps failing and one that goes
+    away after DEMO_VANISH_AFTER seconds: vendor -> (failing key, vanishing key)."""
+    out = {}
+    for name, owner in sim.vendors.items():
+        if owner.demo_troubles:
+            failing, vanishing = sim.add_streams(name, 2)
+            sim.inject(name, "5xx", count=DEMO_FAILURES, stream=failing)
+            sim.stream(name, vanishing).removed_at = sim.now() + DEMO_VANISH_AFTER
+            sim.changed(name)
+            out[name] = (failing, vanishing)
+    return out
 
 
 def str_list(value: object) -> list[str]:

@@ -79,6 +79,9 @@ from exporter.store.lines import (
     RELOAD_TIMESTAMP,
     ROW_FAMILIES,
     SKIPPED_POINTS,
+    TARGET_SOURCE_LAST_SUCCESS,
+    TARGET_SOURCE_TARGETS,
+    TARGET_SOURCE_UP,
     TARGETS,
     THROTTLED,
     FamilyDef,
@@ -207,6 +210,18 @@ class StoreCollector(Collector):
             cycle.add_metric(lv, st.cycle_seconds)
             in_flight.add_metric(lv, float(st.in_flight))
         yield from (req, hist, thr, waits, skipped, budget, interval, targets, cycle, in_flight)
+        lists = (*src, "origin")
+        ls_up, ls_last, ls_n = (
+            _gauge(f, lists) for f in (TARGET_SOURCE_UP, TARGET_SOURCE_LAST_SUCCESS, TARGET_SOURCE_TARGETS)
+        )
+        for s in self._store.sources.values():
+            for origin, tl in sorted(s.stats.target_lists.items()):
+                lv = [s.provider, s.name, origin]
+                ls_up.add_metric(lv, 1.0 if tl.up else 0.0)
+                if tl.last_success is not None:
+                    ls_last.add_metric(lv, tl.last_success)
+                ls_n.add_metric(lv, float(tl.targets))
+        yield from (ls_up, ls_last, ls_n)
 
         info = _gauge(BUILD_INFO, ("version", "python_version"))
         info.add_metric([__version__, platform.python_version()], 1.0)

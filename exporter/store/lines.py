@@ -172,6 +172,21 @@ CYCLE_DURATION = FamilyDef(
 IN_FLIGHT = FamilyDef(
     "livestream_exporter_requests_in_flight", "gauge", "Requests sent to the vendor API and not yet answered."
 )
+TARGET_SOURCE_UP = FamilyDef(
+    "livestream_exporter_target_source_up",
+    "gauge",
+    "Whether the last read of a target file or URL (origin) gave a list that was taken.",
+)
+TARGET_SOURCE_LAST_SUCCESS = FamilyDef(
+    "livestream_exporter_target_source_last_success_timestamp_seconds",
+    "gauge",
+    "When a target file or URL (origin) last gave a list that was taken, in Unix seconds.",
+)
+TARGET_SOURCE_TARGETS = FamilyDef(
+    "livestream_exporter_target_source_targets",
+    "gauge",
+    "Targets the file or URL (origin) contributes (its last list that was taken).",
+)
 BUILD_INFO = FamilyDef("livestream_exporter_build_info", "gauge", "Build information; always 1.")
 RELOAD_OK = FamilyDef(
     "livestream_exporter_config_last_reload_successful",
@@ -195,6 +210,9 @@ SELF_FAMILIES = (
     TARGETS,
     CYCLE_DURATION,
     IN_FLIGHT,
+    TARGET_SOURCE_UP,
+    TARGET_SOURCE_LAST_SUCCESS,
+    TARGET_SOURCE_TARGETS,
     BUILD_INFO,
     RELOAD_OK,
     RELOAD_TIMESTAMP,
@@ -295,6 +313,13 @@ def self_metrics(
         ]
         for fdef, value in values:
             fams[fdef].append(f"{fdef.name}{plain} {go_float(value)}\n")
+        for origin, ts in sorted(st.target_lists.items()):
+            ls = labelstr((*base, ("origin", origin)))
+            fams[TARGET_SOURCE_UP].append(f"{TARGET_SOURCE_UP.name}{ls} {'1.0' if ts.up else '0.0'}\n")
+            if ts.last_success is not None:
+                last = go_float(ts.last_success)
+                fams[TARGET_SOURCE_LAST_SUCCESS].append(f"{TARGET_SOURCE_LAST_SUCCESS.name}{ls} {last}\n")
+            fams[TARGET_SOURCE_TARGETS].append(f"{TARGET_SOURCE_TARGETS.name}{ls} {go_float(ts.targets)}\n")
     build = labelstr([("version", __version__), ("python_version", platform.python_version())])
     fams[BUILD_INFO].append(f"{BUILD_INFO.name}{build} 1.0\n")
     fams[RELOAD_OK].append(f"{RELOAD_OK.name} {'1.0' if reload_successful else '0.0'}\n")

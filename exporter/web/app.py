@@ -30,18 +30,50 @@ from exporter.web.webconfig import LiveWebConfig
 EXPORTER = web.AppKey("exporter", ExporterView)
 CACHE = web.AppKey("metrics_cache", MetricsCache)
 TELEMETRY_PATH = web.AppKey("telemetry_path", str)
+LIFECYCLE = web.AppKey("enable_lifecycle", bool)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: a body up to this size goes out in one write (one copy is cheaper than a write per part);
 #: a bigger one part by part (a copy of many megabytes costs more than the writes)
 JOIN_UP_TO = 4 * 1024 * 1024
 
 
-def _wants_openmetrics(accept: str) -> bool:
-    for part in accept.split(","):
-        media = part.split(";")[0].strip()
-        if media == "application/openmetrics-text":
-            return True
-    return False
+def _q(params: list[str]) -> float:
+    """The q-value among a media range's or coding's parameters (1 when absent or unreadable)."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                q = float(value.strip())
+            except ValueError:
+                return 0.0
+            return q if 0.0 <= q <= 1.0 else 0.0
+    return 1.0
+
+
+def _preferences(header: str) -> dict[str, float]:
+    """`a;q=0.5, b` -> {"a": 0.5, "b": 1.0}, names lower-cased; the first mention wins."""
+    out: dict[str, float] = {}
+    for item in header.split(","):
+        name, *params = item.split(";")
+        name = name.strip().lower()
+        if name and name not in out:
+            out[name] = _q(params)
+    return out
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """OpenMetrics when the client accepts it (q > 0) at least as much as the text format."""
+    prefs = _preferences(accept)
+    om = prefs.get("application/openmetrics-text", 0.0)
+    text = prefs.get("text/plain", prefs.get("text/*", prefs.get("*/*", 0.0 if prefs else 1.0)))
+    return om > 0.0 and om >= text
+
+
+def wants_gzip(accept_encoding: str) -> bool:
+    """gzip when the client accepts it with q > 0, by name or by `*` (RFC 9110, 12.5.3)."""
+    prefs = _preferences(accept_encoding)
+    q = prefs.get("gzip", prefs.get("*", 0.0))
+    return q > 0.0 and q >= prefs.get("identity", 0.0)
 
 
 class PartsPayload(Payload):
@@ -77,12 +109,13 @@ class PartsPayload(Payload):
 
 async def metrics(request: web.Request) -> web.Response:
     cache: MetricsCache = request.app[CACHE]
-    om = _wants_openmetrics(request.headers.get("Accept", ""))
-    gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+    om = wants_openmetrics(request.headers.get("Accept", ""))
+    gzip = wants_gzip(request.headers.get("Accept-Encoding", ""))
     body = await cache.scrape_async(om, gzip=gzip)
     # 0.0.4 is the text format every Prometheus version parses; our names need no UTF-8 escaping.
     ctype = prom_om.CONTENT_TYPE_LATEST if om else prom_text.CONTENT_TYPE_PLAIN_0_0_4
-    headers = {"Content-Type": ctype}
+    # caches between us and the scraper must keep one answer per format and encoding
+    headers = {"Content-Type": ctype, "Vary": "Accept, Accept-Encoding"}
     if gzip:
         headers["Content-Encoding"] = "gzip"
     if body.size <= JOIN_UP_TO:
@@ -106,6 +139,9 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
+    if not request.app[LIFECYCLE]:
+        text = "Lifecycle API is not enabled: start with --web.enable-lifecycle, or send SIGHUP\n"
+        return web.Response(status=403, text=text)
     error = await request.app[EXPORTER].reload()
     if error is None:
         return web.Response(text="Reloaded\n")
@@ -124,21 +160,50 @@ async def _keep_metrics_warm(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+def _credentials(header: str) -> tuple[str, str] | None:
+    """(user, password) from an `Authorization: Basic ...` header; the scheme is
+    case-insensitive (RFC 7617)."""
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
+
+
+def _watching(live: LiveWebConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    """While serving, the web configuration's files are checked for changes."""
+
+    async def ctx(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(live.watch())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
+
+
 def _auth_middleware(live: LiveWebConfig) -> Middleware:
     @web.middleware
     async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
-        live.refresh()
+        policy = live.policy
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        if policy is not None and ssl_object is not None and not policy.admits(ssl_object):
+            # made under an older, looser TLS configuration: the client must handshake again
+            return web.Response(
+                status=403,
+                text="This connection does not meet the current TLS settings; reconnect.\n",
+                headers={"Connection": "close"},
+            )
         auth = live.auth
         if not auth:
             return await handler(request)
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Basic "):
-            try:
-                user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                user, password = "", ""
-            if await auth.check(user, password):
-                return await handler(request)
+        creds = _credentials(request.headers.get("Authorization", ""))
+        if creds is not None and await auth.check(*creds):
+            return await handler(request)
         return web.Response(
             status=401,
             text="Unauthorized\n",
@@ -163,6 +228,7 @@ def create_app(
     *,
     telemetry_path: str = "/metrics",
     web_config: LiveWebConfig | None = None,
+    enable_lifecycle: bool = False,
 ) -> web.Application:
     """The aiohttp app serving `exporter`; the process adds the polling's lifecycle."""
     middlewares: list[Middleware] = []
@@ -172,7 +238,10 @@ def create_app(
     app[EXPORTER] = exporter
     app[CACHE] = MetricsCache(exporter.store, exporter.reload_status, exporter.clock)
     app[TELEMETRY_PATH] = telemetry_path
+    app[LIFECYCLE] = enable_lifecycle
     app.cleanup_ctx.append(_keep_metrics_warm)
+    if web_config is not None:
+        app.cleanup_ctx.append(_watching(web_config))
     app.router.add_get("/", landing)
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/-/healthy", healthy)

@@ -10,8 +10,11 @@ import asyncio
 import hashlib
 import os
 import ssl
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import bcrypt
 import yaml
@@ -20,6 +23,7 @@ from structlog.typing import FilteringBoundLogger
 
 from exporter.config.problems import ConfigError, pydantic_problems
 from exporter.config.schema import Strict
+from exporter.model.offloop import READ_TIMEOUT_SECONDS, OffLoopTimeout, off_loop
 
 ClientAuth = Literal[
     "NoClientCert",
@@ -50,7 +54,10 @@ class WebConfig(Strict):
 
 
 def load_web_config(file: str) -> WebConfig:
+    """Read and check the file (blocking: at start, or off the event loop)."""
     try:
+        if not stat.S_ISREG(os.stat(file).st_mode):
+            raise ConfigError(file, [("", "is not a regular file")])
         raw = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
     except OSError as e:
         raise ConfigError(file, [("", f"cannot read the web configuration: {e.strerror or e}")]) from None
@@ -114,11 +121,17 @@ def _cost(hashed: str) -> int:
         return 10
 
 
+#: bcrypt uses the first 72 bytes of a password; Go's bcrypt (exporter-toolkit) and
+#: htpasswd ignore the rest, and so do we, so one hash works for every exporter
+BCRYPT_MAX_BYTES = 72
+
+
 class BasicAuth:
     """Checks users against bcrypt hashes, remembering good passwords by digest.
 
     bcrypt costs ~100 ms by design; Prometheus scrapes every few seconds with the same
     password, so a verified (user, sha256(password)) pair is cached, as exporter-toolkit does.
+    Build it off the event loop: it hashes once itself.
     """
 
     def __init__(self, users: dict[str, str]) -> None:
@@ -134,83 +147,162 @@ class BasicAuth:
         return bool(self._users)
 
     async def check(self, user: str, password: str) -> bool:
-        digest = hashlib.sha256(password.encode()).digest()
+        secret = password.encode()[:BCRYPT_MAX_BYTES]
+        digest = hashlib.sha256(secret).digest()
         if (user, digest) in self._ok:
             return True
         hashed = self._users.get(user)
         async with self._slots:
-            ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), hashed or self._dummy)
+            try:
+                ok = await asyncio.to_thread(bcrypt.checkpw, secret, hashed or self._dummy)
+            except ValueError:  # a hash bcrypt cannot read
+                ok = False
         if ok and hashed is not None:
             self._ok.add((user, digest))
             return True
         return False
 
 
+@dataclass(frozen=True)
+class TLSPolicy:
+    """What a connection must have shown at its handshake: a connection made under an
+    older, looser policy is not served once the policy tightens."""
+
+    min_version: str
+    client_auth_type: str
+    client_ca: bytes
+
+    def admits(self, ssl_object: Any) -> bool:
+        """Whether a connection with this TLS state meets the policy."""
+        version = {"TLSv1.3": 13, "TLSv1.2": 12}.get(ssl_object.version() or "", 0)
+        if version < (13 if self.min_version == "TLS13" else 12):
+            return False
+        if self.client_auth_type in ("RequireAnyClientCert", "RequireAndVerifyClientCert"):
+            return ssl_object.getpeercert(binary_form=True) is not None
+        return True
+
+
+@dataclass(frozen=True)
+class WebState:
+    """One loaded web configuration with everything built from it."""
+
+    config: WebConfig
+    stamp: tuple[tuple[int, int] | None, ...]
+    auth: BasicAuth
+    tls: ssl.SSLContext | None
+    policy: TLSPolicy | None
+
+
+def _stamps(file: str, cfg: WebConfig | None) -> tuple[tuple[int, int] | None, ...]:
+    tls = cfg.tls_server_config if cfg else None
+    files = [file, *((tls.cert_file, tls.key_file, tls.client_ca_file or "") if tls else ())]
+    out: list[tuple[int, int] | None] = []
+    for f in files:
+        try:
+            st = os.stat(f) if f else None
+        except OSError:
+            st = None
+        out.append((st.st_mtime_ns, st.st_size) if st else None)
+    return tuple(out)
+
+
+def build_state(file: str) -> WebState:
+    """Load the file and build its auth and TLS context (blocking: off the event loop)."""
+    stamp = _stamps(file, None)
+    cfg = load_web_config(file)
+    tls = cfg.tls_server_config
+    policy = None
+    if tls is not None:
+        ca = Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else b""
+        policy = TLSPolicy(tls.min_version, tls.client_auth_type, ca)
+    return WebState(
+        cfg, stamp + _stamps(file, cfg)[1:], BasicAuth(cfg.basic_auth_users), ssl_context(cfg), policy
+    )
+
+
+class _FollowingContext(ssl.SSLContext):
+    """The listening socket's TLS context.  asyncio builds each connection's TLS object with
+    `wrap_bio`; this one hands that to the current configuration's context, so a new
+    certificate, minimum version or client-certificate rule applies from the next handshake."""
+
+    current: Callable[[], ssl.SSLContext | None]
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        ctx = self.current()
+        if ctx is None:  # TLS was switched off in the file: that needs a restart
+            return super().wrap_bio(*args, **kwargs)
+        return ctx.wrap_bio(*args, **kwargs)
+
+
 class LiveWebConfig:
     """The web configuration file, re-read when it or a file it names changes.
 
     exporter-toolkit reads its file on every request and TLS handshake, so rotated
-    certificates (cert-manager) and changed passwords apply without a restart; so do we,
-    checking modification times (a few stat calls) instead of parsing every time.  A
+    certificates (cert-manager) and changed passwords apply without a restart.  We check
+    the files' modification times every `CHECK_EVERY` seconds, off the event loop (a file
+    on a hung mount must not freeze serving); requests only read the current state.  A
     broken new file is logged and the previous configuration stays in force.
     """
+
+    CHECK_EVERY = 1.0
 
     def __init__(self, file: str, log: FilteringBoundLogger) -> None:
         self.file = file
         self._log = log
-        self.config = load_web_config(file)
-        self._stamp = self._stamps(self.config)
-        self.auth = BasicAuth(self.config.basic_auth_users)
-        self._tls = ssl_context(self.config)
+        self.state = build_state(file)
 
-    def _stamps(self, cfg: WebConfig) -> tuple[tuple[int, int] | None, ...]:
-        tls = cfg.tls_server_config
-        files = [self.file, *((tls.cert_file, tls.key_file, tls.client_ca_file or "") if tls else ())]
-        out: list[tuple[int, int] | None] = []
-        for f in files:
-            try:
-                st = os.stat(f) if f else None
-            except OSError:
-                st = None
-            out.append((st.st_mtime_ns, st.st_size) if st else None)
-        return tuple(out)
+    @property
+    def config(self) -> WebConfig:
+        return self.state.config
 
-    def refresh(self) -> None:
-        stamp = self._stamps(self.config)
-        if stamp == self._stamp:
-            return
-        self._stamp = stamp
+    @property
+    def auth(self) -> BasicAuth:
+        return self.state.auth
+
+    @property
+    def policy(self) -> TLSPolicy | None:
+        return self.state.policy
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.state.config.http_server_config.headers
+
+    async def watch(self) -> None:
+        """Refresh every `CHECK_EVERY` seconds, for as long as the server runs."""
+        while True:
+            await asyncio.sleep(self.CHECK_EVERY)
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Re-read the files if they changed since the last look."""
+        old = self.state
+        seconds = READ_TIMEOUT_SECONDS
         try:
-            cfg = load_web_config(self.file)
+            stamp = await off_loop(lambda: _stamps(self.file, old.config), seconds=seconds, what="web config")
+            if stamp == old.stamp:
+                return
+            new = await off_loop(lambda: build_state(self.file), seconds=seconds, what="web config")
         except ConfigError as e:
+            # not again until the files change again
+            self.state = WebState(old.config, stamp, old.auth, old.tls, old.policy)
             self._log.error("web configuration reload failed; keeping the previous one", reason=str(e))
             return
-        if (cfg.tls_server_config is None) != (self.config.tls_server_config is None):
+        except (OffLoopTimeout, OSError, ssl.SSLError) as e:
+            self._log.error("web configuration reload failed; keeping the previous one", reason=str(e))
+            return
+        if (new.config.tls_server_config is None) != (old.config.tls_server_config is None):
+            self.state = WebState(old.config, new.stamp, old.auth, old.tls, old.policy)
             self._log.error(
                 "web configuration reload: switching TLS on or off needs a restart; keeping the previous one"
             )
             return
-        self.config, self._stamp = cfg, self._stamps(cfg)
-        self.auth = BasicAuth(cfg.basic_auth_users)
-        self._tls = ssl_context(cfg)
+        self.state = new
         self._log.info("web configuration reloaded", file=self.file)
 
-    @property
-    def headers(self) -> dict[str, str]:
-        return self.config.http_server_config.headers
-
     def server_ssl_context(self) -> ssl.SSLContext | None:
-        """The listening socket's context; each handshake switches to the current one."""
-        outer = ssl_context(self.config)
-        if outer is None:
+        """The listening socket's context: each handshake uses the current configuration's."""
+        if self.state.tls is None:
             return None
-
-        def on_handshake(
-            sock: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: ssl.SSLContext
-        ) -> None:
-            self.refresh()
-            if self._tls is not None:
-                sock.context = self._tls
-
-        outer.sni_callback = on_handshake
+        outer = _FollowingContext(ssl.PROTOCOL_TLS_SERVER)
+        outer.current = lambda: self.state.tls
         return outer

@@ -7,6 +7,7 @@ request goes over real HTTP; /metrics is the real web app over the runners' stor
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -19,6 +20,9 @@ from exporter.simulator import (
     ENDED_DURATION,
 )
 from exporter.simulator.cloudflare import DEMO_TOKEN as DEMO_CF_TOKEN
+from exporter.simulator.cloudflare import Cloudflare as CloudflareSim
+from exporter.simulator.cloudflare import overall
+from exporter.simulator.common import iso_z
 from tests.conftest import sim_sources
 from tests.pollhelpers import Samples, series_of, value
 from tests.simrig import START, Canned, Rigs, Served, SimWorld
@@ -249,6 +253,34 @@ async def test_failed_discovery_keeps_the_previous_list(world: SimWorld, rigs: R
         assert v(s, "livestream_target_up", key) == 1
 
 
+async def test_list_that_repeats_a_page_stops_paging(
+    canned: tuple[Canned, str], rigs: Rigs, world: SimWorld, logs: list[str]
+) -> None:
+    """A list that answers the same page whatever page_no asks (its paging does not move on)
+    would be followed for a thousand pages every discovery: paging stops at the repeat."""
+    vendor, base = canned
+    served: Served = await rigs.make([cf_source(world, [], discover=True, base_url=base)])
+    page = {
+        "id": "ls-a",
+        "name": "a",
+        "status": "LIVE",
+        "paging": {"start_offset": 1, "end_offset": 1, "total_count": 3},
+    }
+    vendor.answer({"success": True, "data": page})
+    vendor.answer({"success": True, "data": page})  # page 2 is page 1 again
+    vendor.answer(
+        {"success": True, "data": {"count": 1, "total_viewer_seconds": 9, "total_ingest_seconds": 3}}
+    )
+    vendor.answer({"success": True, "data": {"livestream": page, "session": {"viewer_seconds": 5}}})
+    await served.cycle()
+    assert [r.query.get("page_no") for r in vendor.seen[:2]] == ["1", "2"]
+    assert vendor.seen[2].path.endswith("/analytics/livestreams/overall")
+    s = await served.metrics()
+    assert value(s, "livestream_app_viewer_seconds_total", **LABELS) == 9
+    assert v(s, "livestream_viewer_seconds_total", "ls-a") == 5
+    assert any("paging stopped" in line for line in logs), logs
+
+
 # -- inactive, invoked, gone -----------------------------------------------------------------
 
 
@@ -309,6 +341,86 @@ async def test_configured_livestream_removed_is_gone(world: SimWorld, rigs: Rigs
     s = await served.metrics()
     assert stream_series(s, RISING) == []
     assert v(s, "livestream_target_up", FALLING) == 1
+
+
+async def test_idle_livestream_reports_its_latest_session(world: SimWorld, rigs: Rigs) -> None:
+    """A livestream with three sessions and none active: `GET livestreams/{id}` gives the oldest
+    session unless asked otherwise; the exporter shows the latest, with that session's counters."""
+    world.sim.set_quirk("cf_inactive_session_404", True)
+    key = "ls-three-sessions"
+    for begin, end, viewers in ((0, 100, 10), (200, 300, 20), (400, 460, 30)):
+        world.at(begin)
+        world.sim.start_stream("cloudflare", key, viewers=viewers)
+        world.at(end)
+        world.sim.end_stream("cloudflare", key)
+    world.at(500)
+    served = await rigs.make([cf_source(world, [key])])
+    await served.cycle()
+    s = await served.metrics()
+    assert_status(s, key, "IDLE")
+    assert v(s, "livestream_started_timestamp_seconds", key) == START + 400
+    assert v(s, "livestream_ended_timestamp_seconds", key) == START + 460
+    assert v(s, "livestream_ingest_seconds_total", key) == 60
+    assert v(s, "livestream_viewer_seconds_total", key) == 30 * 60
+    pages = [r.query for r in world.requests_to(f"/livestreams/{key}?")]
+    assert pages == [{"page_no": "1", "per_page": "1"}, {"page_no": "3", "per_page": "1"}]
+
+
+async def test_latest_session_whichever_end_of_the_pages_it_is_on(
+    canned: tuple[Canned, str], rigs: Rigs, world: SimWorld
+) -> None:
+    """The order of the sessions is not documented: newest first works as well as oldest first."""
+    vendor, base = canned
+    served: Served = await rigs.make([cf_source(world, ["ls-x"], base_url=base)])
+
+    def page(started: str, stopped: str) -> dict[str, Any]:
+        session = {"viewer_seconds": 5, "ingest_seconds": 1, "started_time": started, "stopped_time": stopped}
+        paging = {"start_offset": 1, "end_offset": 1, "total_count": 4}
+        livestream = {"id": "ls-x", "name": "x", "status": "IDLE"}
+        return {"success": True, "data": {"livestream": livestream, "session": session, "paging": paging}}
+
+    vendor.answer(
+        {"success": True, "data": {"count": 1, "total_viewer_seconds": 1, "total_ingest_seconds": 1}}
+    )
+    vendor.answer({"success": False, "errors": [{"code": 1404, "message": "none active"}]}, status=404)
+    vendor.answer(page("2024-05-04T10:00:00Z", "2024-05-04T11:00:00Z"))  # page 1: the newest
+    vendor.answer(page("2024-05-01T10:00:00Z", "2024-05-01T11:00:00Z"))  # page 4: the oldest
+    await served.cycle()
+    s = await served.metrics()
+    assert [r.query.get("page_no") for r in vendor.seen[2:]] == ["1", "4"]
+    assert v(s, "livestream_started_timestamp_seconds", "ls-x") == 1714816800  # 2024-05-04T10:00:00Z
+    assert v(s, "livestream_ended_timestamp_seconds", "ls-x") == 1714820400
+
+
+async def test_app_totals_never_decrease_across_polls(world: SimWorld, rigs: Rigs) -> None:
+    """Analytics overall without a range covers a rolling window whose totals fall as watch time
+    leaves it; the exporter asks from 1970 to now, so its app counters never decrease."""
+    source = cf_source(world, [RISING])
+    source["interval"] = "60s"
+    served = await rigs.make([source])
+    vendor = world.sim.vendor_of(CloudflareSim)
+    exported: list[tuple[float, float]] = []
+    rolling: list[float] = []
+    for minute in range(150):  # 2.5 hours: the first hour's audience leaves the default window
+        world.at(60 * minute)
+        await served.cycle()
+        s = await served.metrics()
+        exported.append(
+            (
+                value(s, "livestream_app_viewer_seconds_total", **LABELS) or 0.0,
+                value(s, "livestream_app_ingest_seconds_total", **LABELS) or 0.0,
+            )
+        )
+        rolling.append(overall(vendor, {}).body["data"]["total_viewer_seconds"])
+    assert any(b < a for a, b in pairwise(rolling))  # what a rolling window does
+    for (viewers, ingest), (viewers_after, ingest_after) in pairwise(exported):
+        assert viewers_after >= viewers and ingest_after >= ingest
+    assert exported[-1][0] > exported[0][0]
+    (app,) = world.requests_to("/analytics/livestreams/overall?")[-1:]
+    assert app.query == {
+        "start_time": "1970-01-01T00:00:00.000Z",
+        "end_time": iso_z(START + 149 * 60, millis=True),
+    }
 
 
 # -- failures ----------------------------------------------------------------------------------

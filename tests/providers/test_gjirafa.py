@@ -100,7 +100,7 @@ def test_base_url_is_required(write_config):
     }
     with pytest.raises(ConfigError) as e:
         load_config(write_config([source]))
-    assert [p for p, _ in e.value.problems] == ["sources[0].base_url"]
+    assert [p for p, _ in e.value.problems] == ["sources[0] (gj).base_url"]
     assert "missing required key" in str(e.value)
 
 

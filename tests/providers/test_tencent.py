@@ -474,3 +474,27 @@ async def test_room_list_without_roomlist_keeps_the_discovered_rooms(rigs, demo_
     assert value(samples, "livestream_target_up", **lab("room-1")) == 1
     assert value(samples, "livestream_viewers_total", **lab("room-1")) == 6
     assert any("discovery failed" in line and "error=parse" in line for line in logs), logs
+
+
+async def test_room_list_that_repeats_a_cursor_stops_paging(rigs, demo_source, canned, logs):
+    """A `Next` cursor the list gave before would go round and round (until the page bound, a
+    thousand requests every discovery): paging stops there with the rooms found."""
+    vendor, base = canned
+    s = await rigs.make([demo_source(discover=True, targets=[], base_url=base)])
+    ok = {"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""}
+    vendor.answer({**ok, "Response": {"RoomList": [{"RoomId": "room-1"}], "Next": "c1"}})
+    vendor.answer({**ok, "Response": {"RoomList": [{"RoomId": "room-2"}], "Next": "c1"}})
+    for n in (1, 2):
+        vendor.answer({**ok, "Response": {field: n for field in COUNTS.values()}})
+    await cycles(s.rig)
+    assert [seen.raw_path.split("?")[0].rsplit("/", 1)[1] for seen in vendor.seen] == [
+        "get_room_list",
+        "get_room_list",
+        "get_room_stats",
+        "get_room_stats",
+    ]
+    assert [seen.json()["Next"] for seen in vendor.seen[:2]] == ["", "c1"]
+    samples = await s.metrics()
+    assert value(samples, "livestream_viewers_total", **lab("room-1")) == 1
+    assert value(samples, "livestream_viewers_total", **lab("room-2")) == 2
+    assert any("paging stopped" in line for line in logs), logs
