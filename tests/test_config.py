@@ -585,3 +585,11 @@ def test_empty_credential_file_is_a_config_error(tmp_path, capsys, content):
     code, err = check_exit_code(path, capsys)
     assert code == 2, err
     assert f"sources[0] (tv).credentials.api_key_file: {key} is empty" in err
+
+
+def test_a_duration_no_float_holds_is_a_readable_error_at_its_key(tmp_path: Path) -> None:
+    text = "global: {interval: " + "9" * 400 + "s}\n" + VALID
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env={})
+    ((path, message),) = info.value.problems
+    assert path == "global.interval" and "longer than any duration" in message

@@ -219,8 +219,6 @@ def parse_config(text: str, name: str, env: Mapping[str, str]) -> Config:
         top = _Top.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(name, _named(pydantic_problems(e, [], _Top), raw)) from None
-    except OverflowError:  # a duration of hundreds of digits: no float holds it
-        raise ConfigError(name, [("global", "a number is too large")]) from None
 
     sources: list[SourceBase] = []
     seen: dict[str, int] = {}
@@ -232,11 +230,7 @@ def parse_config(text: str, name: str, env: Mapping[str, str]) -> Config:
                 (key_path(["sources", i, "provider"]), f"must be a provider name (valid: {valid})")
             )
             continue
-        try:
-            source = _source(i, entry, seen, found)
-        except OverflowError:  # a duration of hundreds of digits: no float holds it
-            found.append((key_path(["sources", i]), "a number is too large"))
-            source = None
+        source = _source(i, entry, seen, found)
         problems.extend(found)
         if source is not None:
             sources.append(source)
