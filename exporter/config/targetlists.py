@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError, create_model
 
+from exporter.config.files import MAX_CONFIG_BYTES, read_text_file
 from exporter.config.loader import strict_yaml
 from exporter.config.problems import ConfigError, key_path, pydantic_problems
 from exporter.config.registry import get_spec
@@ -71,6 +72,13 @@ def parse_target_list(
 
 def is_json(path: str) -> bool:
     return path.lower().endswith(".json")
+
+
+def read_target_file(path: str, provider: str) -> tuple[TargetBase, ...]:
+    """The targets of the file at `path` (JSON when it ends in .json, else YAML), blocking;
+    FileProblem or ConfigError naming the file."""
+    text = read_text_file(path, max_bytes=MAX_CONFIG_BYTES)
+    return parse_target_list(text, path, provider, as_json=is_json(path))
 
 
 def render_problems(error: ConfigError) -> str:

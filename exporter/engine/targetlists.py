@@ -23,17 +23,17 @@ import ctypes.util
 import glob
 import os
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
 import structlog
 
-from exporter.config.files import MAX_CONFIG_BYTES, MAX_CREDENTIAL_BYTES, FileProblem, read_text_file
+from exporter.config.files import MAX_CREDENTIAL_BYTES, FileProblem, read_text_file
 from exporter.config.problems import ConfigError
 from exporter.config.schema import SourceBase, TargetsURL
-from exporter.config.targetlists import is_json, parse_target_list, render_problems
+from exporter.config.targetlists import parse_target_list, read_target_file, render_problems
 from exporter.engine.stats import TargetListStats
 from exporter.model.clock import Clock, Overtime, within
 from exporter.model.offloop import READ_TIMEOUT_SECONDS, OffLoopTimeout, off_loop
@@ -118,10 +118,9 @@ class TargetLists:
 
     def preload(self) -> None:
         """Read the files now, blocking (for `--config.check`, which plans with them)."""
-        for path in self._paths():
+        for path in matching_files(self.source.targets_files):
             try:
-                text = read_text_file(path, max_bytes=MAX_CONFIG_BYTES)
-                specs = parse_target_list(text, path, self.source.provider, as_json=is_json(path))
+                specs = read_target_file(path, self.source.provider)
             except (FileProblem, ConfigError):
                 continue
             self._accept(path, tuple(Target.of(s, Origin.FILE) for s in specs), None)
@@ -163,12 +162,6 @@ class TargetLists:
     # -- files ------------------------------------------------------------------------------
     def _directories(self) -> list[str]:
         return sorted({os.path.dirname(os.path.abspath(p)) or "/" for p in self.source.targets_files})
-
-    def _paths(self) -> list[str]:
-        found: set[str] = set()
-        for pattern in self.source.targets_files:
-            found.update(p for p in glob.glob(pattern) if os.path.isfile(p))
-        return sorted(found)
 
     async def _watch_files(self) -> None:
         try:
@@ -222,9 +215,6 @@ class TargetLists:
                 # never drops its targets in between; files changed in place settle first
                 changed |= await self._read_file(path, stamp)
                 continue
-            if not settle:
-                changed |= await self._read_file(path, stamp)
-                continue
             if seen is None or seen[0] != stamp:
                 self._seen[path] = (stamp, now)
                 settling = True
@@ -238,7 +228,7 @@ class TargetLists:
         return settling
 
     def _stat_all(self) -> tuple[list[str], dict[str, _Stamp | None]]:
-        paths = self._paths()
+        paths = matching_files(self.source.targets_files)
         stamps: dict[str, _Stamp | None] = {}
         for p in paths:
             try:
@@ -251,12 +241,9 @@ class TargetLists:
     async def _read_file(self, path: str, stamp: _Stamp | None) -> bool:
         provider = self.source.provider
         try:
-            text = await _blocking(
-                lambda: read_text_file(path, max_bytes=MAX_CONFIG_BYTES),
-                seconds=READ_TIMEOUT_SECONDS,
-                what=f"reading {path}",
+            specs = await _blocking(
+                lambda: read_target_file(path, provider), seconds=READ_TIMEOUT_SECONDS, what=f"reading {path}"
             )
-            specs = parse_target_list(text, path, provider, as_json=is_json(path))
         except (FileProblem, OffLoopTimeout) as e:
             return self._failed(path, str(e), stamp)
         except ConfigError as e:
@@ -423,17 +410,21 @@ class _Inotify:
             os.close(self.fd)
 
 
+def matching_files(patterns: Sequence[str]) -> list[str]:
+    """The regular files the globs match, sorted, each once."""
+    return sorted({p for pattern in patterns for p in glob.glob(pattern) if os.path.isfile(p)})
+
+
 def count_file_targets(source: SourceBase) -> list[tuple[str, int | str]]:
     """For `--config.check`: each matched file and its number of targets, or its problem."""
     out: list[tuple[str, int | str]] = []
     for pattern in source.targets_files:
-        matched = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+        matched = matching_files([pattern])
         if not matched:
             out.append((pattern, NO_MATCH))
         for path in matched:
             try:
-                text = read_text_file(path, max_bytes=MAX_CONFIG_BYTES)
-                out.append((path, len(parse_target_list(text, path, source.provider, as_json=is_json(path)))))
+                out.append((path, len(read_target_file(path, source.provider))))
             except FileProblem as e:
                 out.append((path, str(e)))
             except ConfigError as e:
