@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import os
 import ssl
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import yaml
 from pydantic import Field, ValidationError
 from structlog.typing import FilteringBoundLogger
 
+from exporter.config.files import MAX_CONFIG_BYTES, FileProblem, read_text_file
 from exporter.config.problems import ConfigError, pydantic_problems
 from exporter.config.schema import Strict
 from exporter.model.offloop import READ_TIMEOUT_SECONDS, OffLoopTimeout, off_loop
@@ -55,12 +55,16 @@ class WebConfig(Strict):
 
 def load_web_config(file: str) -> WebConfig:
     """Read and check the file (blocking: at start, or off the event loop)."""
+    return _load(file)[0]
+
+
+def _load(file: str) -> tuple[WebConfig, ssl.SSLContext | None]:
+    """The checked configuration and its TLS context (built once: it loads the certificates)."""
     try:
-        if not stat.S_ISREG(os.stat(file).st_mode):
-            raise ConfigError(file, [("", "is not a regular file")])
-        raw = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
-    except OSError as e:
-        raise ConfigError(file, [("", f"cannot read the web configuration: {e.strerror or e}")]) from None
+        raw = yaml.safe_load(read_text_file(file, max_bytes=MAX_CONFIG_BYTES)) or {}
+    except FileProblem as e:
+        reason = str(e).replace(f"cannot read {file}", "cannot read the web configuration")
+        raise ConfigError(file, [("", reason)]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -76,6 +80,7 @@ def load_web_config(file: str) -> WebConfig:
                 (f"basic_auth_users.{user}", "must be a bcrypt hash (e.g. from htpasswd -nBC 10)")
             )
     tls = cfg.tls_server_config
+    context = None
     if tls is not None:
         if (
             tls.client_auth_type != "NoClientCert"
@@ -86,12 +91,12 @@ def load_web_config(file: str) -> WebConfig:
                 ("tls_server_config.client_ca_file", f"required with client_auth_type {tls.client_auth_type}")
             )
         try:
-            ssl_context(cfg)
+            context = ssl_context(cfg)
         except (OSError, ssl.SSLError) as e:
             problems.append(("tls_server_config", f"cannot load the certificate or key: {e}"))
     if problems:
         raise ConfigError(file, problems)
-    return cfg
+    return cfg, context
 
 
 def ssl_context(cfg: WebConfig) -> ssl.SSLContext | None:
@@ -209,15 +214,13 @@ def _stamps(file: str, cfg: WebConfig | None) -> tuple[tuple[int, int] | None, .
 def build_state(file: str) -> WebState:
     """Load the file and build its auth and TLS context (blocking: off the event loop)."""
     stamp = _stamps(file, None)
-    cfg = load_web_config(file)
+    cfg, context = _load(file)
     tls = cfg.tls_server_config
     policy = None
     if tls is not None:
         ca = Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else b""
         policy = TLSPolicy(tls.min_version, tls.client_auth_type, ca)
-    return WebState(
-        cfg, stamp + _stamps(file, cfg)[1:], BasicAuth(cfg.basic_auth_users), ssl_context(cfg), policy
-    )
+    return WebState(cfg, stamp + _stamps(file, cfg)[1:], BasicAuth(cfg.basic_auth_users), context, policy)
 
 
 class _FollowingContext(ssl.SSLContext):
