@@ -87,6 +87,24 @@ def exporter_command() -> str:
     return found
 
 
+async def spawn_demo(tmp_path: Path, *args: str, auth: tuple[str, str] | None = None) -> ExporterProcess:
+    """`livestream-exporter --demo` on a free loopback port, its stderr in a file."""
+    port = free_port()
+    stderr_file = tmp_path / f"demo-{port}.stderr"
+    with stderr_file.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            exporter_command(),
+            "--demo",
+            *args,
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=err,
+        )
+    return ExporterProcess(proc, f"http://127.0.0.1:{port}", stderr_file, auth=auth)
+
+
 def shortfalls(text: str) -> list[str]:
     """What /metrics lacks against FAMILIES: missing families, wrong TYPE, wrong label names."""
     types = {line.split()[2]: line.split()[3] for line in text.splitlines() if line.startswith("# TYPE ")}
@@ -113,19 +131,8 @@ def shortfalls(text: str) -> list[str]:
 
 
 async def test_demo_shows_every_metric_family(tmp_path: Path) -> None:
-    port = free_port()
-    stderr_file = tmp_path / "demo.stderr"
-    with stderr_file.open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            exporter_command(),
-            "--demo",
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-            cwd=ROOT,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=err,
-        )
-    p = ExporterProcess(proc, f"http://127.0.0.1:{port}", stderr_file)
+    p = await spawn_demo(tmp_path)
+    proc = p.proc
     loop = asyncio.get_running_loop()
     try:
         started = loop.time()
@@ -254,21 +261,8 @@ async def test_demo_honours_the_web_config_file(tmp_path: Path) -> None:
     web_file = tmp_path / "web.yaml"
     hashed = bcrypt.hashpw(b"demo-pass", bcrypt.gensalt(rounds=4)).decode()
     web_file.write_text(f"basic_auth_users:\n  demo: '{hashed}'\n")
-    port = free_port()
-    stderr_file = tmp_path / "demo.stderr"
-    with stderr_file.open("wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            exporter_command(),
-            "--demo",
-            "--web.config.file",
-            str(web_file),
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-            cwd=ROOT,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    p = ExporterProcess(proc, f"http://127.0.0.1:{port}", stderr_file, auth=("demo", "demo-pass"))
+    p = await spawn_demo(tmp_path, "--web.config.file", str(web_file), auth=("demo", "demo-pass"))
+    proc = p.proc
     try:
         await _wait_ok(p, "/-/healthy", 20.0)
         assert (await p.get("/metrics", auth=None))[0] == 401

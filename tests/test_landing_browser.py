@@ -27,8 +27,8 @@ import aiohttp
 import pytest
 
 from tests.conftest import tv_source, wait_for
-from tests.exporter_process import ROOT, ExporterProcess, _wait_ok, free_port
-from tests.test_demo import exporter_command
+from tests.exporter_process import _wait_ok
+from tests.test_demo import spawn_demo
 
 SCRIPT_NAME = '<script>document.title="pwned"</script>'
 
@@ -299,19 +299,8 @@ async def test_browser_without_javascript(tmp_path, vendor, vendor_url, write_co
 async def test_browser_demo_page(tmp_path: Path) -> None:
     """`livestream-exporter --demo`: every source up with its budget use measured, in the
     browser; its screenshot is docs/landing.png (written there with LANDING_SCREENSHOT)."""
-    port = free_port()
-    stderr_file = tmp_path / "demo.stderr"
-    with stderr_file.open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            exporter_command(),
-            "--demo",
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-            cwd=ROOT,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=err,
-        )
-    p = ExporterProcess(proc, f"http://127.0.0.1:{port}", stderr_file)
+    p = await spawn_demo(tmp_path)
+    proc = p.proc
     try:
         await _wait_ok(p, "/-/ready", 20.0)
         async with browser(tmp_path, width=1280, height=900) as b:
