@@ -1,6 +1,7 @@
-"""Generate the Grafana dashboards of grafana/dashboards/ from code.
+"""Generate the Grafana dashboards of grafana/dashboards/ from code and the mixin's settings.
 
-    python -m grafana.generate           # (re)write grafana/dashboards/*.json
+    python -m grafana.mixin              # (re)write the dashboards and the rule files
+    python -m grafana.generate           # (re)write grafana/dashboards/*.json only, default settings
     python -m grafana.generate --check   # exit 1 if the committed JSON differs from the code
 
 Plain dicts, no dependency: the few panel kinds used here are built by the helpers
@@ -28,10 +29,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from grafana.settings import Settings, load
+
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
 SCHEMA_VERSION = 38  # Grafana 10.0; later versions migrate it on load
 DS = {"type": "prometheus", "uid": "${datasource}"}
-TAGS = ["livestream", "prometheus"]
 
 UID_OVERVIEW = "livestream-overview"
 UID_STREAM = "livestream-stream"
@@ -261,7 +263,7 @@ def _query_variable(
         "datasource": DS,
         "definition": query,
         "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
-        "current": current,
+        **({"current": current} if current else {}),
         "hide": 0,
         "includeAll": all_,
         "multi": multi,
@@ -309,7 +311,13 @@ _PANEL_NAMES = {
 
 
 def _dashboard(
-    uid: str, title: str, description: str, layout: Layout, variables: list[dict[str, Any]]
+    uid: str,
+    title: str,
+    description: str,
+    layout: Layout,
+    variables: list[dict[str, Any]],
+    *,
+    settings: Settings,
 ) -> dict[str, Any]:
     kinds = sorted({p["type"] for p in layout.panels if p["type"] != "row"})
     return {
@@ -341,7 +349,7 @@ def _dashboard(
                 "icon": "external link",
                 "includeVars": True,
                 "keepTime": True,
-                "tags": ["livestream"],
+                "tags": [settings.dashboard_tags[0]],
                 "targetBlank": False,
                 "title": "Livestream dashboards",
                 "tooltip": "",
@@ -350,11 +358,11 @@ def _dashboard(
             }
         ],
         "panels": layout.panels,
-        "refresh": "30s",
+        "refresh": settings.dashboard_refresh,
         "schemaVersion": SCHEMA_VERSION,
-        "tags": TAGS,
+        "tags": list(settings.dashboard_tags),
         "templating": {"list": [_datasource_variable(), *variables]},
-        "time": {"from": "now-6h", "to": "now"},
+        "time": {"from": settings.dashboard_time_from, "to": "now"},
         "timepicker": {},
         "timezone": "browser",
         "title": title,
@@ -377,7 +385,7 @@ def _engagement_rates(sel: str, by: str | None = None) -> list[tuple[str, str]]:
 
 
 # fmt: off
-def overview() -> dict[str, Any]:
+def overview(settings: Settings) -> dict[str, Any]:
     s = STREAM_SEL
     cf_avg = "average from watch time"
     top = f"topk(10,\n  {_audience(s)}\n)"
@@ -414,7 +422,7 @@ def overview() -> dict[str, Any]:
             f"({_audience(s)})\nand on ({BY_STREAM}) {live}",
             f"{started}\nand on ({BY_STREAM}) {live}",
             table={"Value #A": "Live", "Value #B": "Audience", "Value #C": "Started"},
-            overrides=[_column("Started", unit="dateTimeAsIso"), *_stream_link()],
+            overrides=[_column("Started", unit="dateTimeAsIso"), _stream_link()],
             description="Streams live now (livestream_live == 1), their audience and start time.")
 
     lay.row("Engagement")
@@ -429,6 +437,7 @@ def overview() -> dict[str, Any]:
         "Audience across providers, top streams, live streams and engagement (livestream-exporter).",
         lay,
         _chained_variables(stream=True),
+        settings=settings,
     )
 
 
@@ -440,7 +449,7 @@ UP_COLORS = _thresholds((None, "red"), (1, "green"))
 NO_GRAPH = {"graphMode": "none"}
 
 
-def stream() -> dict[str, Any]:
+def stream(settings: Settings) -> dict[str, Any]:
     s = STREAM_SEL
     watch = _rate("livestream_viewer_seconds_total", s, "5m")
     status = "\n+ ".join(
@@ -503,10 +512,11 @@ def stream() -> dict[str, Any]:
         "One stream in detail: viewers, status, engagement, timing and polling (livestream-exporter).",
         lay,
         _chained_variables(stream=True, single_stream=True),
+        settings=settings,
     )
 
 
-def exporter() -> dict[str, Any]:
+def exporter(settings: Settings) -> dict[str, Any]:
     s = SOURCE_SEL
     by = "provider, source"
     requests = f"sum by ({by}) ({_rate('livestream_exporter_api_requests_total', s)})"
@@ -547,7 +557,7 @@ def exporter() -> dict[str, Any]:
             *(f"max by ({BY_STREAM}) ({e})" for e in (f"livestream_target_up{{{s}}}", age,
                                                       f"livestream_target_poll_duration_seconds{{{s}}}")),
             table={"Value #A": "Up", "Value #B": "Data age", "Value #C": "Poll duration"},
-            overrides=[_column("Data age", unit="s"), _column("Poll duration", unit="s"), *_stream_link(),
+            overrides=[_column("Data age", unit="s"), _column("Poll duration", unit="s"), _stream_link(),
                        _column("Up", mappings=UP_MAP, thresholds=UP_COLORS,
                                **{"custom.cellOptions": {"type": "color-background"}})])
     lay.add(12, 8, "timeseries", "Poll duration",
@@ -600,17 +610,19 @@ def exporter() -> dict[str, Any]:
         "livestream-exporter itself: polling, vendor API requests, latency, throttling, budgets, intervals.",
         lay,
         _chained_variables(stream=False),
+        settings=settings,
     )
 
 # fmt: on
 
 
-def build_dashboards() -> dict[str, dict[str, Any]]:
-    """File name -> dashboard, as the generator produces them."""
+def build_dashboards(settings: Settings | None = None) -> dict[str, dict[str, Any]]:
+    """File name -> dashboard, as the generator produces them (default settings unless given)."""
+    s = settings or load()
     return {
-        "livestream-overview.json": overview(),
-        "livestream-stream.json": stream(),
-        "livestream-exporter.json": exporter(),
+        "livestream-overview.json": overview(s),
+        "livestream-stream.json": stream(s),
+        "livestream-exporter.json": exporter(s),
     }
 
 

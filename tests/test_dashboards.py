@@ -15,6 +15,7 @@ import yaml
 
 from exporter.model.catalog import CATALOG
 from grafana import generate as gen
+from tests.tooling import need, need_node_module
 
 BUILT = gen.build_dashboards()
 COMMITTED = gen.load_dashboards()
@@ -281,3 +282,82 @@ def test_provisioning_examples() -> None:
     assert dashboards["apiVersion"] == 1 and dashboards["providers"][0]["type"] == "file"
     datasources = yaml.safe_load((base / "datasources.yml").read_text())
     assert datasources["datasources"][0]["type"] == "prometheus"
+
+
+# -- Grafana's own schema ----------------------------------------------------------------------
+
+#: Keys Grafana's import and query-variable editor write that the Dashboard type of @grafana/schema
+#: does not declare: the export envelope (`__inputs`, `__elements`, `__requires`, read by the
+#: import dialog, never part of the saved model) and a query variable's `definition` (the text
+#: the variables list shows). Dropped before the check so that the check covers everything else.
+_ENVELOPE = ("__inputs", "__elements", "__requires")
+_VARIABLE_EXTRAS = ("definition",)
+
+#: JSON cannot name a TypeScript enum member, only its value; Plain<T> accepts an enum's string
+#: values where the schema has the enum (FieldColorModeId, ThresholdsMode, MappingType, ...)
+#: and is T everywhere else, excess-property checks included.
+_PLAIN = (
+    "type Plain<T> = T extends string ? (string extends T ? T : `${T}`)\n"
+    "  : T extends number | boolean | null | undefined ? T\n"
+    "  : T extends ReadonlyArray<infer U> ? Array<Plain<U>>\n"
+    "  : T extends object ? { [K in keyof T]: Plain<T[K]> }\n"
+    "  : T;\n"
+)
+
+
+def _schema_input(dashboard: dict[str, Any]) -> dict[str, Any]:
+    d = {k: v for k, v in dashboard.items() if k not in _ENVELOPE}
+    d["templating"] = {
+        "list": [
+            {k: v for k, v in var.items() if k not in _VARIABLE_EXTRAS} for var in d["templating"]["list"]
+        ]
+    }
+    return d
+
+
+def test_field_overrides_are_matcher_and_properties() -> None:
+    """Every field override is one {matcher, properties} object; the tables' stream column links."""
+    for name, d in {**BUILT, **COMMITTED}.items():
+        for p in _panels(d):
+            for o in p["fieldConfig"]["overrides"]:
+                assert isinstance(o, dict) and set(o) == {"matcher", "properties"}, (name, p["title"], o)
+            if p["title"] in {"Live streams", "Targets"}:
+                links = [o for o in p["fieldConfig"]["overrides"] if o["matcher"]["options"] == "stream"]
+                assert [prop["id"] for prop in links[0]["properties"]] == ["links"], (name, p["title"])
+
+
+def test_dashboards_match_grafana_schema(tmp_path: Path) -> None:
+    """Each committed dashboard type-checks as @grafana/schema's Dashboard (one strict tsc run)."""
+    node = need("node", "Debian package nodejs")
+    schema = need_node_module("@grafana/schema")
+    tsc = need_node_module("typescript") / "bin" / "tsc"
+    files = []
+    for name, d in COMMITTED.items():
+        ts = tmp_path / name.replace(".json", ".ts")
+        ts.write_text(
+            "import type { Dashboard } from '@grafana/schema';\n"
+            + _PLAIN
+            + f"export const dashboard: Plain<Dashboard> = {json.dumps(_schema_input(d), indent=1)};\n"
+        )
+        files.append(ts.name)
+    config = {
+        "compilerOptions": {
+            "strict": True,
+            "noEmit": True,
+            "module": "esnext",
+            "moduleResolution": "bundler",
+            "target": "es2022",
+            "types": [],
+            "paths": {"@grafana/schema": [str(schema)]},
+        },
+        "files": files,
+    }
+    (tmp_path / "tsconfig.json").write_text(json.dumps(config))
+    r = subprocess.run(
+        [node, str(tsc), "--strict", "--noEmit", "-p", str(tmp_path / "tsconfig.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr

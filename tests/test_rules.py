@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from grafana.settings import ALERT_NAMES
 from tests.conftest import promtool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,15 +27,7 @@ ALERTING = RULES_DIR / "livestream.alerts.yml"
 UNIT_TESTS = sorted((RULES_DIR / "tests").glob("*.yml"))
 RUNBOOK = ROOT / "docs" / "alerts.md"
 
-ALERTS = {
-    "LivestreamViewerDrop",
-    "LivestreamNoViewers",
-    "LivestreamErrored",
-    "LivestreamTargetDown",
-    "LivestreamDataStale",
-    "LivestreamExporterThrottled",
-    "LivestreamExporterDown",
-}
+ALERTS = set(ALERT_NAMES)
 TUNING_GROUP = "livestream-tuning"
 
 
