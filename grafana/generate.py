@@ -60,11 +60,22 @@ SOURCE_SEL = _sel("provider", "source")
 BY_STREAM = "provider, source, stream"
 
 
+def _one(metric: str, sel: str, by: str = BY_STREAM) -> str:
+    """A gauge once per stream (or source), whichever exporter replica exports it.
+
+    With several replicas a stream's series change `instance` when it moves to another
+    one, and every replica reports a source's totals (targets, budget, interval): max, never
+    sum, over what they report. Counters of the vendor (watch time, likes) are summed instead:
+    after a move each replica's rate() covers its part of the window.
+    """
+    return f"max by ({by}) ({metric}{{{sel}}})"
+
+
 def _audience(sel: str) -> str:
     """Audience per stream: concurrent viewers, or Cloudflare's average from watch time."""
     return (
-        f"max by ({BY_STREAM}) (livestream_concurrent_viewers{{{sel}}})\n"
-        f"  or max by ({BY_STREAM}) (rate(livestream_viewer_seconds_total{{{sel}}}[5m]))"
+        f"{_one('livestream_concurrent_viewers', sel)}\n"
+        f"  or sum by ({BY_STREAM}) (rate(livestream_viewer_seconds_total{{{sel}}}[5m]))"
     )
 
 
@@ -211,20 +222,32 @@ class Layout:
 
     def __init__(self) -> None:
         self.panels: list[Panel] = []
-        self._x = self._y = self._line_h = 0
+        self._x = self._y = self._line_h = self._ids = 0
+        self._collapsed: Panel | None = None
 
     def _place(self, p: Panel, w: int, h: int) -> None:
         if self._x + w > 24:
             self._y += self._line_h
             self._x = self._line_h = 0
         p["gridPos"] = {"h": h, "w": w, "x": self._x, "y": self._y}
-        p["id"] = len(self.panels) + 1
-        self.panels.append(p)
+        self._ids += 1
+        p["id"] = self._ids
+        if self._collapsed is not None and p["type"] != "row":
+            self._collapsed["panels"].append(p)
+        else:
+            self.panels.append(p)
         self._x += w
         self._line_h = max(self._line_h, h)
 
-    def row(self, title: str) -> None:
-        self._place({"type": "row", "title": title, "collapsed": False, "panels": []}, 24, 1)
+    def row(self, title: str, *, collapsed: bool = False) -> None:
+        """A section header; a collapsed row holds the panels after it (Grafana queries them
+        only once the row is opened), so it must be the dashboard's last."""
+        if self._collapsed is not None:
+            raise ValueError("a collapsed row must be the last one")
+        r: Panel = {"type": "row", "title": title, "collapsed": collapsed, "panels": []}
+        self._place(r, 24, 1)
+        if collapsed:
+            self._collapsed = r
 
     def add(self, w: int, h: int, kind: str, title: str, *queries: Query, **kw: Any) -> None:
         self._place(panel(kind, title, *queries, **kw), w, h)
@@ -389,11 +412,11 @@ def overview(settings: Settings) -> dict[str, Any]:
     s = STREAM_SEL
     cf_avg = "average from watch time"
     top = f"topk(10,\n  {_audience(s)}\n)"
-    live = f"(livestream_live{{{s}}} == 1)"
-    started = f"max by ({BY_STREAM}) (livestream_started_timestamp_seconds{{{s}}}) * 1000"
+    live = f"({_one('livestream_live', s)} == 1)"
+    started = f"{_one('livestream_started_timestamp_seconds', s)} * 1000"
     lay = Layout()
     lay.row("Audience")
-    lay.add(6, 4, "stat", "Concurrent viewers", f"sum(livestream_concurrent_viewers{{{s}}})",
+    lay.add(6, 4, "stat", "Concurrent viewers", f"sum({_one('livestream_concurrent_viewers', s)})",
             description="Viewers watching now, summed over the selected streams that report them "
             "(Gjirafa, SwiftFederation, Fermion).")
     lay.add(6, 4, "stat", "Cloudflare average concurrent viewers",
@@ -402,12 +425,12 @@ def overview(settings: Settings) -> dict[str, Any]:
             "of Cloudflare livestreams, which report no viewer count.")
     lay.add(4, 4, "stat", "Streams live", f"count{live} or vector(0)",
             description="Streams whose vendor says they are live (Fermion, Cloudflare).")
-    lay.add(4, 4, "stat", "Streams polled", f"count(livestream_target_up{{{s}}})")
-    lay.add(4, 4, "stat", "Targets up", f"avg(livestream_target_up{{{s}}})", unit="percentunit",
+    lay.add(4, 4, "stat", "Streams polled", f"count({_one('livestream_target_up', s)})")
+    lay.add(4, 4, "stat", "Targets up", f"avg({_one('livestream_target_up', s)})", unit="percentunit",
             decimals=0, thresholds=_thresholds((None, "red"), (0.9, "yellow"), (1, "green")))
     for by, legend in (("provider", "{{provider}}"), ("provider, source", "{{source}}")):
         lay.add(12, 9, "timeseries", f"Audience by {by.split()[-1]}",
-                (f"sum by ({by}) (livestream_concurrent_viewers{{{s}}})", legend),
+                (f"sum by ({by}) ({_one('livestream_concurrent_viewers', s)})", legend),
                 (f"sum by ({by}) ({_rate('livestream_viewer_seconds_total', s, '5m')})",
                  f"{legend} ({cf_avg})"),
                 description=f"Concurrent viewers by {by.split()[-1]}; Cloudflare as watch time per second.")
@@ -418,7 +441,7 @@ def overview(settings: Settings) -> dict[str, Any]:
 
     lay.row("Live streams")
     lay.add(24, 8, "table", "Live streams",
-            f"max by ({BY_STREAM}) {live}",
+            live,
             f"({_audience(s)})\nand on ({BY_STREAM}) {live}",
             f"{started}\nand on ({BY_STREAM}) {live}",
             table={"Value #A": "Live", "Value #B": "Audience", "Value #C": "Started"},
@@ -451,31 +474,31 @@ NO_GRAPH = {"graphMode": "none"}
 
 def stream(settings: Settings) -> dict[str, Any]:
     s = STREAM_SEL
-    watch = _rate("livestream_viewer_seconds_total", s, "5m")
+    watch = f"sum by ({BY_STREAM}) ({_rate('livestream_viewer_seconds_total', s, '5m')})"
     status = "\n+ ".join(
         f"{code} * max by ({BY_STREAM}) (livestream_status{{{s}, status=\"{name}\"}})"
         for code, name in ((1, "LIVE"), (2, "IDLE"), (3, "ERRORED"), (4, "INVOKED"))
     )
     lay = Layout()
     lay.row("Audience")
-    lay.add(4, 4, "stat", "Concurrent viewers", f"livestream_concurrent_viewers{{{s}}}")
-    lay.add(4, 4, "stat", "Peak concurrent viewers", f"livestream_peak_concurrent_viewers{{{s}}}")
-    lay.add(4, 4, "stat", "Unique viewers", f"livestream_unique_viewers{{{s}}}")
+    lay.add(4, 4, "stat", "Concurrent viewers", _one("livestream_concurrent_viewers", s))
+    lay.add(4, 4, "stat", "Peak concurrent viewers", _one("livestream_peak_concurrent_viewers", s))
+    lay.add(4, 4, "stat", "Unique viewers", _one("livestream_unique_viewers", s))
     lay.add(4, 4, "stat", "Average concurrent viewers (watch time)", watch, decimals=1,
             description="Cloudflare: watch time per second over 5 minutes.")
-    lay.add(4, 4, "stat", "Viewers (cumulative)", f"livestream_viewers_total{{{s}}}",
+    lay.add(4, 4, "stat", "Viewers (cumulative)", _one("livestream_viewers_total", s),
             description="Tencent: viewers of the room so far.")
-    lay.add(4, 4, "stat", "Gift senders", f"livestream_gift_senders{{{s}}}")
+    lay.add(4, 4, "stat", "Gift senders", _one("livestream_gift_senders", s))
     lay.add(24, 9, "timeseries", "Viewers",
-            (f"livestream_concurrent_viewers{{{s}}}", "concurrent"),
-            (f"livestream_peak_concurrent_viewers{{{s}}}", "peak"),
-            (f"livestream_unique_viewers{{{s}}}", "unique"),
+            (_one("livestream_concurrent_viewers", s), "concurrent"),
+            (_one("livestream_peak_concurrent_viewers", s), "peak"),
+            (_one("livestream_unique_viewers", s), "unique"),
             (watch, "average from watch time"))
 
     lay.row("Status")
     lay.add(12, 5, "state-timeline", "Status (Cloudflare)", (status, "{{stream}}"), mappings=STATUS_MAP,
             description="Cloudflare's livestream status: LIVE, IDLE, ERRORED or INVOKED.")
-    lay.add(12, 5, "state-timeline", "Live", (f"livestream_live{{{s}}}", "{{stream}}"), mappings=LIVE_MAP,
+    lay.add(12, 5, "state-timeline", "Live", (_one("livestream_live", s), "{{stream}}"), mappings=LIVE_MAP,
             description="Fermion and Cloudflare: whether the vendor says the stream is live.")
 
     lay.row("Engagement")
@@ -486,25 +509,27 @@ def stream(settings: Settings) -> dict[str, Any]:
             (_per_minute("livestream_polls_total", s), "polls"),
             (_per_minute("livestream_viewers_total", s), "new viewers"))
     lay.add(8, 8, "timeseries", "Session time per second",
-            (_rate("livestream_viewer_seconds_total", s), "viewer seconds"),
-            (_rate("livestream_ingest_seconds_total", s), "ingest seconds"),
+            (f"sum by ({BY_STREAM}) ({_rate('livestream_viewer_seconds_total', s)})", "viewer seconds"),
+            (f"sum by ({BY_STREAM}) ({_rate('livestream_ingest_seconds_total', s)})", "ingest seconds"),
             description="Cloudflare: watch time and ingest time accrued per second.")
 
     lay.row("Timing and polling")
     for title, metric in (("Started", "started"), ("Ended", "ended"), ("Data point time", "data")):
         lay.add(5 if metric != "ended" else 4, 4, "stat", title,
-                f"livestream_{metric}_timestamp_seconds{{{s}}} * 1000", unit="dateTimeAsIso",
+                f"{_one(f'livestream_{metric}_timestamp_seconds', s)} * 1000", unit="dateTimeAsIso",
                 options=NO_GRAPH)
-    lay.add(5, 4, "stat", "Duration", f"livestream_duration_seconds{{{s}}}", unit="s")
-    lay.add(5, 4, "stat", "Data point age", f"time() - livestream_data_timestamp_seconds{{{s}}}", unit="s",
+    lay.add(5, 4, "stat", "Duration", _one("livestream_duration_seconds", s), unit="s")
+    lay.add(5, 4, "stat", "Data point age", f"time() - {_one('livestream_data_timestamp_seconds', s)}",
+            unit="s",
             description="Age of the vendor's interval or point the values come from "
             "(Gjirafa, SwiftFederation).")
-    lay.add(6, 4, "stat", "Target up", f"livestream_target_up{{{s}}}", mappings=UP_MAP,
+    lay.add(6, 4, "stat", "Target up", _one("livestream_target_up", s), mappings=UP_MAP,
             thresholds=UP_COLORS, options=NO_GRAPH)
     lay.add(6, 4, "stat", "Last success age",
-            f"time() - livestream_target_last_success_timestamp_seconds{{{s}}}", unit="s",
+            f"time() - {_one('livestream_target_last_success_timestamp_seconds', s)}", unit="s",
             description="Seconds since the last successful poll of the stream.")
-    lay.add(12, 4, "timeseries", "Poll duration", (f"livestream_target_poll_duration_seconds{{{s}}}", "poll"),
+    lay.add(12, 4, "timeseries", "Poll duration",
+            (_one("livestream_target_poll_duration_seconds", s), "poll"),
             unit="s")
     return _dashboard(
         UID_STREAM,
@@ -521,17 +546,19 @@ def exporter(settings: Settings) -> dict[str, Any]:
     by = "provider, source"
     requests = f"sum by ({by}) ({_rate('livestream_exporter_api_requests_total', s)})"
     failed = _rate("livestream_exporter_api_requests_total", s + ', code!~"2.."')
-    budget = f"max by ({by}) (livestream_exporter_rate_limit_requests_per_second{{{s}}})"
+    budget = _one("livestream_exporter_rate_limit_requests_per_second", s, by)
     buckets = _rate("livestream_exporter_api_request_duration_seconds_bucket", s)
-    age = f"time() - livestream_target_last_success_timestamp_seconds{{{s}}}"
+    age = f"time() - {_one('livestream_target_last_success_timestamp_seconds', s)}"
+    up = _one("livestream_target_up", s)
     own = "and on (job, instance) livestream_exporter_build_info"
     lay = Layout()
     lay.row("Polling")
-    lay.add(4, 4, "stat", "Targets up", f"sum(livestream_target_up{{{s}}})")
-    lay.add(4, 4, "stat", "Targets down", f"count(livestream_target_up{{{s}}} == 0) or vector(0)",
+    lay.add(4, 4, "stat", "Targets up", f"sum({up})")
+    lay.add(4, 4, "stat", "Targets down", f"count({up} == 0) or vector(0)",
             thresholds=_thresholds((None, "green"), (1, "red")))
-    lay.add(4, 4, "stat", "Targets polled", f"sum(livestream_exporter_targets{{{s}}})",
-            description="Targets polled, configured and discovered.")
+    lay.add(4, 4, "stat", "Targets polled", f"sum({_one('livestream_exporter_targets', s, by)})",
+            description="Targets polled, configured and discovered (every replica reports its "
+            "sources' totals: counted once).")
     lay.add(4, 4, "stat", "Build",
             ("count by (version, python_version) (livestream_exporter_build_info)",
              "{{version}} (Python {{python_version}})"),
@@ -543,19 +570,18 @@ def exporter(settings: Settings) -> dict[str, Any]:
             "max(livestream_exporter_config_last_reload_success_timestamp_seconds) * 1000",
             unit="dateTimeFromNow", options={"graphMode": "none", "colorMode": "none"})
     lay.add(12, 8, "timeseries", "Poll success by source",
-            (f"avg by ({by}) (livestream_target_up{{{s}}})", "{{source}}"),
+            (f"avg by ({by}) ({up})", "{{source}}"),
             unit="percentunit", min_=0, max_=1,
             description="Share of the source's targets whose last poll succeeded.")
     lay.add(12, 8, "timeseries", "Data age",
             (f"max by ({by}) ({age})", "{{source}} oldest"),
-            (f"max by ({by}) (livestream_exporter_poll_interval_seconds{{{s}}})", "{{source}} interval"),
+            (_one("livestream_exporter_poll_interval_seconds", s, by), "{{source}} interval"),
             unit="s", description="Seconds since the last successful poll of the source's stalest target, "
             "against its effective poll interval.")
-    lay.add(12, 8, "state-timeline", "Target up", (f"livestream_target_up{{{s}}}", "{{source}} {{stream}}"),
+    lay.add(12, 8, "state-timeline", "Target up", (up, "{{source}} {{stream}}"),
             mappings=UP_MAP, thresholds=UP_COLORS)
     lay.add(12, 8, "table", "Targets",
-            *(f"max by ({BY_STREAM}) ({e})" for e in (f"livestream_target_up{{{s}}}", age,
-                                                      f"livestream_target_poll_duration_seconds{{{s}}}")),
+            up, f"max by ({BY_STREAM}) ({age})", _one("livestream_target_poll_duration_seconds", s),
             table={"Value #A": "Up", "Value #B": "Data age", "Value #C": "Poll duration"},
             overrides=[_column("Data age", unit="s"), _column("Poll duration", unit="s"), _stream_link(),
                        _column("Up", mappings=UP_MAP, thresholds=UP_COLORS,
@@ -591,12 +617,13 @@ def exporter(settings: Settings) -> dict[str, Any]:
     lay.add(12, 8, "timeseries", "Request rate and budget",
             (requests, "{{source}} sent"), (budget, "{{source}} budget"), unit="reqps")
     lay.add(8, 8, "timeseries", "Effective poll interval",
-            (f"livestream_exporter_poll_interval_seconds{{{s}}}", "{{source}}"), unit="s",
+            (_one("livestream_exporter_poll_interval_seconds", s, by), "{{source}}"), unit="s",
             description="The configured interval, lengthened where the budget requires it.")
     lay.add(8, 8, "timeseries", "Rate limiter waits",
             (f"sum by ({by}) ({_rate('livestream_exporter_rate_limit_waits_total', s)})", "{{source}}"),
             unit="reqps", description="Requests the rate limiter delayed to stay within the budget.")
-    lay.add(8, 8, "timeseries", "Targets by source", (f"livestream_exporter_targets{{{s}}}", "{{source}}"))
+    lay.add(8, 8, "timeseries", "Targets by source",
+            (_one("livestream_exporter_targets", s, by), "{{source}}"))
 
     lay.row("Process")
     lay.add(12, 6, "timeseries", "CPU",
@@ -604,6 +631,8 @@ def exporter(settings: Settings) -> dict[str, Any]:
             unit="percentunit")
     lay.add(12, 6, "timeseries", "Resident memory",
             (f"process_resident_memory_bytes\n  {own}", "{{instance}}"), unit="bytes")
+
+    cluster_row(lay, s, by)
     return _dashboard(
         UID_EXPORTER,
         "Livestream / Exporter health",
@@ -612,6 +641,47 @@ def exporter(settings: Settings) -> dict[str, Any]:
         _chained_variables(stream=False),
         settings=settings,
     )
+
+def cluster_row(lay: Layout, s: str, by: str) -> None:
+    """Replicas sharing their budgets through Redis: a collapsed row, empty for a lone exporter."""
+    replica = "on (job, instance) group_left (replica) livestream_exporter_cluster_replica_info"
+    owned = f"livestream_exporter_cluster_owned_targets{{{s}}}"
+    leader = f"livestream_exporter_cluster_source_leader{{{s}}}"
+    alone = "Empty when the exporter runs alone (no cluster configured)."
+    lay.row("Cluster", collapsed=True)
+    lay.add(6, 4, "stat", "Cluster members",
+            ("max(livestream_exporter_cluster_members)", "in Redis"),
+            ("count(livestream_exporter_cluster_replica_info)", "scraped"),
+            options={"graphMode": "none", "textMode": "value_and_name"},
+            description="Replicas alive in Redis as the replicas see them, and replicas Prometheus "
+            f"scrapes. Fewer in Redis: a replica is out of the cluster. {alone}")
+    lay.add(6, 4, "stat", "Redis", "min(livestream_exporter_cluster_redis_up)",
+            mappings=_value_map({1: ("reachable", "green"), 0: ("UNREACHABLE", "red")}),
+            thresholds=UP_COLORS, options=NO_GRAPH,
+            description="Whether every replica reaches Redis; one that does not polls with its share "
+            f"of each budget. {alone}")
+    lay.add(6, 4, "stat", "Targets owned by nobody",
+            f"sum(\n  {_one('livestream_exporter_targets', s, by)}\n"
+            f"  - sum by ({by}) (livestream_exporter_cluster_owned_targets{{{s}}})\n)",
+            thresholds=_thresholds((None, "green"), (1, "red")), options=NO_GRAPH,
+            description=f"The sources' targets minus those the replicas own. {alone}")
+    lay.add(6, 4, "stat", "Sources without one leader",
+            f"count(sum by ({by}) (livestream_exporter_cluster_source_leader{{{s}}}) != 1)\n"
+            "  or 0 * count(livestream_exporter_cluster_members)",
+            thresholds=_thresholds((None, "green"), (1, "red")), options=NO_GRAPH,
+            description="Sources whose lease no replica or several hold (discovery and app-level "
+            f"requests). {alone}")
+    lay.add(12, 8, "timeseries", "Owned targets by replica",
+            (f"sum by (replica, {by}) (\n  {owned}\n  * {replica}\n)",
+             "{{replica}} {{source}}"),
+            description=f"Targets each replica polls and exports, by source. {alone}")
+    lay.add(12, 8, "table", "Source leaders",
+            f"max by ({by}, replica) (\n  {leader}\n  * {replica}\n) == 1",
+            table={"replica": "Leaseholder"},
+            overrides=[_column("Value", **{"custom.hidden": True})],
+            description="The replica holding each source's lease: it sends the source's discovery and "
+            f"app-level requests. {alone}")
+
 
 # fmt: on
 

@@ -151,10 +151,27 @@ def _query(metric: str, labels: str, fmt: str, fallback: str) -> str:
     )
 
 
+def _replicas_of(expr: str, labels: str, fallback: str) -> str:
+    """An annotation fragment: the `instance` of every series of `expr` (a printf format taking
+    the alert's `labels`), comma-separated, or `fallback`: which replica(s) export it now."""
+    args = " ".join(f"$labels.{label}" for label in labels.split())
+    return (
+        f'{{{{ with printf "{expr}" {args} | query }}}}'
+        '{{ range $i, $s := . | sortByLabel "instance" }}{{ if $i }}, {{ end }}'
+        "{{ $s.Labels.instance }}{{ end }}"
+        f"{{{{ else }}}}{fallback}{{{{ end }}}}"
+    )
+
+
+def _stream_matchers(metric: str) -> str:
+    return f"{metric}{{provider=%q,source=%q,stream=%q}}"
+
+
 def recording_groups(s: Settings) -> list[Group]:
     baseline_window = Duration(s.viewer_drop_baseline_from.seconds - s.viewer_drop_baseline_to.seconds)
     back = s.viewer_drop_baseline_to
     span = f"{span_words(s.viewer_drop_baseline_from, back)} ago"
+    r = s.replicas
     tuning = Group(
         TUNING_GROUP,
         """\
@@ -222,26 +239,49 @@ def recording_groups(s: Settings) -> list[Group]:
             Rule(
                 {
                     "record": "stream:livestream_viewer_seconds:rate5m",
-                    "expr": "rate(livestream_viewer_seconds_total[5m])",
+                    "expr": f"sum without ({r}) (rate(livestream_viewer_seconds_total[5m]))",
                 },
-                """\
+                f"""\
                 Cloudflare has no concurrent-viewer count, but watch time grows by one
                 second per viewer per second: its rate is the average number of concurrent
                 viewers over the window. rate() copes with counter resets (a new session,
                 an exporter restart).
+                REPLICAS: when a stream moves to another replica its series change
+                ({r}), and the old one keeps its samples in the window for 5 minutes. The
+                counter is the vendor's total, so each replica's rate covers its part of
+                the window and their sum is the stream's rate (not their max, not one of them).
                 """,
             ),
             Rule(
                 {
                     "record": "source:livestream_app_viewer_seconds:rate5m",
-                    "expr": "rate(livestream_app_viewer_seconds_total[5m])",
+                    "expr": f"sum without ({r}) (rate(livestream_app_viewer_seconds_total[5m]))",
                 },
-                "The same for a whole Cloudflare app (livestream_app_*, per source).",
+                """\
+                The same for a whole Cloudflare app (livestream_app_*, per source, exported
+                by the source's leaseholder: it moves as a stream does).
+                """,
+            ),
+            Rule(
+                {
+                    "record": "stream:livestream_concurrent_viewers:max",
+                    "expr": f"max without ({r}) (livestream_concurrent_viewers)",
+                },
+                f"""\
+                The vendor's concurrent viewers, one series per stream whichever replica
+                exports it: without the scrape labels that tell replicas apart ({r};
+                replica_labels in deploy/mixin/config.yaml). A stream moves between replicas
+                when one dies or joins; max, not sum: the two may overlap for a scrape.
+                Every rule that follows a stream over time reads per-stream series like
+                this one, never the raw ones.
+                """,
             ),
             Rule(
                 {
                     "record": "stream:livestream_audience:current",
-                    "expr": "livestream_concurrent_viewers\n  or\nstream:livestream_viewer_seconds:rate5m\n",
+                    "expr": "stream:livestream_concurrent_viewers:max\n"
+                    "  or\n"
+                    "stream:livestream_viewer_seconds:rate5m\n",
                 },
                 """\
                 The audience of every stream that has a number: the vendor's concurrent
@@ -259,7 +299,8 @@ def recording_groups(s: Settings) -> list[Group]:
                 Baseline of the viewer-drop alert: the average audience from {span}.
                 The window ends {back.words()} back, so a drop is compared with the audience
                 BEFORE it for at least {back.words()} (longer than the alert's `for`), and a
-                one-sample spike barely moves an average.
+                one-sample spike barely moves an average. The audience has no replica
+                labels, so a stream that moves to another replica keeps its baseline.
                 """,
             ),
             Rule(
@@ -276,7 +317,7 @@ def recording_groups(s: Settings) -> list[Group]:
             Rule(
                 {
                     "record": "provider:livestream_concurrent_viewers:sum",
-                    "expr": "sum by (provider) (livestream_concurrent_viewers)",
+                    "expr": "sum by (provider) (stream:livestream_concurrent_viewers:max)",
                 },
                 """\
                 Audience per provider and per source. *_concurrent_viewers:sum adds the
@@ -287,7 +328,7 @@ def recording_groups(s: Settings) -> list[Group]:
             Rule(
                 {
                     "record": "source:livestream_concurrent_viewers:sum",
-                    "expr": "sum by (provider, source) (livestream_concurrent_viewers)",
+                    "expr": "sum by (provider, source) (stream:livestream_concurrent_viewers:max)",
                 }
             ),
             Rule(
@@ -305,53 +346,55 @@ def recording_groups(s: Settings) -> list[Group]:
             Rule(
                 {
                     "record": "stream:livestream_likes:rate5m_per_minute",
-                    "expr": "rate(livestream_likes_total[5m]) * 60",
+                    "expr": f"sum without ({r}) (rate(livestream_likes_total[5m])) * 60",
                 },
                 """\
                 Engagement per minute, averaged over 5 minutes (a 1-minute rate would need
                 two samples within one minute, which a 30 s+ scrape interval cannot promise).
+                Summed over replicas like the watch time: the counters are the vendor's.
                 """,
             ),
             Rule(
                 {
                     "record": "stream:livestream_gifts:rate5m_per_minute",
-                    "expr": "rate(livestream_gifts_total[5m]) * 60",
+                    "expr": f"sum without ({r}) (rate(livestream_gifts_total[5m])) * 60",
                 }
             ),
             Rule(
                 {
                     "record": "stream:livestream_gift_coins:rate5m_per_minute",
-                    "expr": "rate(livestream_gift_coins_total[5m]) * 60",
+                    "expr": f"sum without ({r}) (rate(livestream_gift_coins_total[5m])) * 60",
                 }
             ),
             Rule(
                 {
                     "record": "stream:livestream_messages:rate5m_per_minute",
-                    "expr": "rate(livestream_messages_total[5m]) * 60",
+                    "expr": f"sum without ({r}) (rate(livestream_messages_total[5m])) * 60",
                 }
             ),
             Rule(
                 {
                     "record": "stream:livestream_target_last_success:age_seconds",
-                    "expr": "time() - livestream_target_last_success_timestamp_seconds",
+                    "expr": f"time() - max without ({r}) (livestream_target_last_success_timestamp_seconds)",
                 },
                 """\
                 Polling health.
-                Seconds since the target's last successful poll.
+                Seconds since the target's last successful poll (the newest any replica reports).
                 """,
             ),
             Rule(
                 {
                     "record": "source:livestream_data_stale_after_seconds:threshold",
                     "expr": "clamp_min(\n"
-                    "  livestream_exporter_poll_interval_seconds\n"
+                    f"  max without ({r}) (livestream_exporter_poll_interval_seconds)\n"
                     "    * scalar(global:livestream_data_stale_intervals:threshold),\n"
                     "  scalar(global:livestream_data_stale_min_seconds:threshold)\n"
                     ")\n",
                 },
                 """\
                 Age beyond which a source's data is stale: N effective poll intervals, at
-                least the floor (both from livestream-tuning).
+                least the floor (both from livestream-tuning). Every replica reports the
+                source's interval: the longest counts.
                 """,
             ),
             Rule(
@@ -369,9 +412,24 @@ def recording_groups(s: Settings) -> list[Group]:
             Rule(
                 {
                     "record": "source:livestream_exporter_throttled:rate5m",
-                    "expr": "rate(livestream_exporter_throttled_total[5m])",
+                    "expr": f"sum without ({r}) (rate(livestream_exporter_throttled_total[5m]))",
                 },
-                'Throttled answers per second (429 or a vendor\'s "too frequent").',
+                """\
+                Throttled answers per second (429 or a vendor's "too frequent"). Each replica
+                counts its own requests: the sum is the source's.
+                """,
+            ),
+            Rule(
+                {
+                    "record": "source:livestream_exporter_targets:max",
+                    "expr": f"max without ({r}) (livestream_exporter_targets)",
+                },
+                """\
+                Targets of a source. Every replica reports the source's total (not its own
+                share, see livestream_exporter_cluster_owned_targets): never sum it over
+                replicas. The same holds for livestream_exporter_rate_limit_requests_per_second,
+                the budget of the whole source.
+                """,
             ),
         ],
     )
@@ -379,6 +437,7 @@ def recording_groups(s: Settings) -> list[Group]:
 
 
 def alerting_groups(s: Settings) -> list[Group]:
+    r = s.replicas
     span = f"{span_words(s.viewer_drop_baseline_from, s.viewer_drop_baseline_to)} ago"
     lasts = {name: a.for_.words() for name, a in s.alerts.items()}
     throttled = lasts["LivestreamExporterThrottled"]
@@ -386,7 +445,11 @@ def alerting_groups(s: Settings) -> list[Group]:
     where = "(provider {{ $labels.provider }}, source {{ $labels.source }})"
     drop = s.alerts["LivestreamViewerDrop"]
     drop_comments = {
-        "expr": "Thresholds: global:livestream_viewer_drop_* in livestream.rules.yml.",
+        "expr": f"""\
+            Thresholds: global:livestream_viewer_drop_* in livestream.rules.yml. Every series
+            is per stream, without ({r}): a stream moving to another replica keeps its
+            baseline and its `for`, and the alert carries no replica label.
+            """,
         "for": f"a drop that lasts {drop.for_.words()} is real; a one-sample dip is not",
     }
     if drop.keep_firing_for is not None:
@@ -410,11 +473,11 @@ def alerting_groups(s: Settings) -> list[Group]:
                     "and stream:livestream_audience:baseline\n"
                     "  >= scalar(global:livestream_viewer_drop_min_baseline:threshold)\n"
                     "# ... the target is polled successfully (a failed poll keeps old values) ...\n"
-                    "and livestream_target_up == 1\n"
+                    f"and min without ({r}) (livestream_target_up) == 1\n"
                     "# ... its data is fresh ...\n"
                     "unless stream:livestream_target_last_success:stale_age_seconds\n"
                     "# ... and the vendor does not say the stream ended (Fermion, Cloudflare).\n"
-                    "unless livestream_live == 0\n",
+                    f"unless min without ({r}) (livestream_live) == 0\n",
                     f"Stream {stream} ({_RULE}) lost {{{{ $value | humanizePercentage }}}} of its viewers",
                     f"The audience of stream {stream} {where} is {{{{ $value | humanizePercentage }}}} below"
                     " its baseline: "
@@ -437,9 +500,9 @@ def alerting_groups(s: Settings) -> list[Group]:
                     "# no viewers at all (the vendor's count, or no watch time on Cloudflare) ...\n"
                     "stream:livestream_audience:current == 0\n"
                     "# ... on a stream the vendor says is live (Fermion, Cloudflare) ...\n"
-                    "and livestream_live == 1\n"
+                    f"and min without ({r}) (livestream_live) == 1\n"
                     "# ... polled successfully, with fresh data.\n"
-                    "and livestream_target_up == 1\n"
+                    f"and min without ({r}) (livestream_target_up) == 1\n"
                     "unless stream:livestream_target_last_success:stale_age_seconds\n",
                     f"Live stream {stream} ({_RULE}) has no viewers",
                     f"Stream {stream} {where} has been live with zero concurrent viewers for at least"
@@ -450,7 +513,7 @@ def alerting_groups(s: Settings) -> list[Group]:
                 _alert(
                     s,
                     "LivestreamErrored",
-                    'livestream_status{status="ERRORED"} == 1',
+                    f'max without ({r}) (livestream_status{{status="ERRORED"}}) == 1',
                     f"Cloudflare reports stream {stream} ({{{{ $labels.source }}}}) ERRORED",
                     f"Cloudflare RealtimeKit reports the status ERRORED for livestream {stream} of source"
                     f" {{{{ $labels.source }}}} for at least {lasts['LivestreamErrored']}.",
@@ -467,16 +530,20 @@ def alerting_groups(s: Settings) -> list[Group]:
                 _alert(
                     s,
                     "LivestreamTargetDown",
-                    "livestream_target_up == 0",
+                    f"max without ({r}) (livestream_target_up) == 0",
                     f"Polling {_RULE} stream {stream} fails",
-                    f"Every poll of stream {stream} {where} by {{{{ $labels.instance }}}} has failed for at"
-                    f" least {lasts['LivestreamTargetDown']}. Its values are frozen and the viewer alerts"
-                    " are off for it.",
+                    f"Every poll of stream {stream} {where} by "
+                    + _replicas_of(
+                        _stream_matchers("livestream_target_up"), "provider source stream", "the exporter"
+                    )
+                    + f" has failed for at least {lasts['LivestreamTargetDown']}. Its values are frozen and"
+                    " the viewer alerts are off for it.",
                 ),
                 key_comments={
-                    "expr": """\
+                    "expr": f"""\
                         The last poll of the target failed; the exporter keeps the last values
-                        (until stale_after) but they no longer move.
+                        (until stale_after) but they no longer move. Without ({r}): the `for`
+                        goes on when the target moves to another replica that fails too.
                         """
                 },
             ),
@@ -486,8 +553,13 @@ def alerting_groups(s: Settings) -> list[Group]:
                     "LivestreamDataStale",
                     "stream:livestream_target_last_success:stale_age_seconds",
                     f"Data of {_RULE} stream {stream} is stale",
-                    f"The last successful poll of stream {stream} {where} by {{{{ $labels.instance }}}} was"
-                    " {{ $value | humanizeDuration }} ago, more than "
+                    f"The last successful poll of stream {stream} {where} by "
+                    + _replicas_of(
+                        _stream_matchers("livestream_target_last_success_timestamp_seconds"),
+                        "provider source stream",
+                        "the exporter",
+                    )
+                    + " was {{ $value | humanizeDuration }} ago, more than "
                     + _query(
                         "source:livestream_data_stale_after_seconds:threshold",
                         "provider source",
@@ -509,8 +581,13 @@ def alerting_groups(s: Settings) -> list[Group]:
                     "LivestreamExporterThrottled",
                     "source:livestream_exporter_throttled:rate5m * 60 > 0",
                     "{{ $labels.provider }} throttles source {{ $labels.source }}",
-                    "{{ $labels.provider }} has been answering source {{ $labels.source }} (exporter"
-                    " {{ $labels.instance }}) with throttling for at least"
+                    "{{ $labels.provider }} has been answering source {{ $labels.source }} (exporter "
+                    + _replicas_of(
+                        "rate(livestream_exporter_throttled_total{provider=%q,source=%q}[5m]) > 0",
+                        "provider source",
+                        "unknown",
+                    )
+                    + ") with throttling for at least"
                     f" {lasts['LivestreamExporterThrottled']}, now {{{{ $value | humanize }}}} throttled"
                     " answers per minute. Polls are delayed and data gets older.",
                 ),
@@ -518,6 +595,7 @@ def alerting_groups(s: Settings) -> list[Group]:
                     "expr": f"""\
                         Throttled answers (429 or a vendor's "too frequent") per minute, without
                         a pause for {throttled}. One now and then is normal: the exporter backs off.
+                        Summed over the replicas that poll the source.
                         """
                 },
             ),
@@ -545,9 +623,70 @@ def alerting_groups(s: Settings) -> list[Group]:
                         """
                 },
             ),
+            Rule(_cluster_alert(s), key_comments=_CLUSTER_COMMENTS),
         ],
     )
     return [audience, exporter]
+
+
+_CLUSTER_COMMENTS = {
+    "expr": """\
+        Only where the cluster metrics exist (replicas sharing their budgets through
+        Redis): every branch starts from one, so a lone exporter never fires it. The
+        `problem` label tells the branches apart.
+        """
+}
+
+
+def _problem(expr: str, problem: str) -> str:
+    return f'label_replace(\n  {expr},\n  "problem", "{problem}", "", ""\n)'
+
+
+def _cluster_alert(s: Settings) -> dict[str, Any]:
+    r = s.replicas
+    name = "LivestreamExporterClusterDegraded"
+    lasts = s.alerts[name].for_.words()
+    where = "source {{ $labels.source }} (provider {{ $labels.provider }})"
+    expected = (
+        '{{ with printf "count(instance:livestream_exporter_up:value{job=%q} == 1)" $labels.job | query }}'
+        "{{ . | first | value | humanize }}{{ else }}all{{ end }}"
+    )
+    expr = (
+        "# a replica cannot reach Redis (it polls alone, with its share of each budget) ...\n"
+        + _problem("livestream_exporter_cluster_redis_up == 0", "redis_unreachable")
+        + "\n# ... the replicas see fewer members than Prometheus scrapes up ...\nor "
+        + _problem(
+            f"max without ({r}) (livestream_exporter_cluster_members)\n"
+            f"    < count without ({r}) (instance:livestream_exporter_up:value == 1)",
+            "members_missing",
+        )
+        + "\n# ... targets of a source that no replica owns (the total: max, never a sum) ...\nor "
+        + _problem(
+            f"sum without ({r}) (livestream_exporter_cluster_owned_targets)\n"
+            "    < source:livestream_exporter_targets:max",
+            "targets_unowned",
+        )
+        + "\n# ... or a source without exactly one leaseholder (none, or several).\nor "
+        + _problem(f"sum without ({r}) (livestream_exporter_cluster_source_leader) != 1", "leaders")
+        + "\n"
+    )
+    return _alert(
+        s,
+        name,
+        expr,
+        "The livestream-exporter cluster (job {{ $labels.job }}) is degraded: {{ $labels.problem }}",
+        '{{ if eq $labels.problem "redis_unreachable" }}Replica {{ $labels.instance }} cannot reach'
+        " Redis: it keeps polling the targets it owned, with its share of each budget, and nobody"
+        " takes over the targets of a replica that leaves meanwhile.{{ else if eq $labels.problem"
+        ' "members_missing" }}The replicas see {{ $value }} members in Redis, fewer than the'
+        f" {expected} replicas Prometheus scrapes: a replica is out of the cluster, so targets may"
+        " be polled twice and the shared budgets overrun.{{ else if eq $labels.problem"
+        ' "targets_unowned" }}The replicas own {{ $value }} of the '
+        + _query("source:livestream_exporter_targets:max", "provider source", "humanize", "configured")
+        + f" targets of {where}: the others are polled by no replica.{{{{ else }}}}S{where[1:]} has"
+        " {{ $value }} leaseholders instead of one: its discovery and app-level requests are sent"
+        f" by no replica or by several.{{{{ end }}}} This has lasted at least {lasts}.",
+    )
 
 
 RECORDING_HEADER = """\
@@ -558,9 +697,11 @@ RECORDING_HEADER = """\
 # Names follow level:metric:operation. Levels:
 #   global    no labels (constants)
 #   instance  job, instance
-#   stream    provider, source, stream (+ job, instance)
-#   source    provider, source (+ job, instance for exporter-side series)
+#   stream    provider, source, stream (+ job)
+#   source    provider, source (+ job)
 #   provider  provider
+# Stream and source series have no replica labels (replica_labels of the mixin settings,
+# e.g. instance, pod): a stream polled by several replicas over time is one series.
 # The alerts need every rule here. Runbooks and tuning notes: docs/alerts.md.
 #
 """

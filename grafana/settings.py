@@ -28,11 +28,15 @@ ALERT_NAMES = (
     "LivestreamDataStale",
     "LivestreamExporterThrottled",
     "LivestreamExporterDown",
+    "LivestreamExporterClusterDegraded",
 )
 SEVERITIES = ("critical", "warning")
 
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _UNITS = (("h", 3600), ("m", 60), ("s", 1))
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+#: labels the rules group by: a replica label must never be one of them
+_TARGET_LABELS = frozenset({"provider", "source", "stream", "job", "le", "status"})
 
 
 class SettingsError(ValueError):
@@ -95,6 +99,7 @@ class AlertSettings:
 @dataclass(frozen=True)
 class Settings:
     exporter_job_selector: str
+    replica_labels: tuple[str, ...]
     viewer_drop_fraction: float
     viewer_drop_min_baseline: float
     viewer_drop_baseline_from: Duration
@@ -109,6 +114,11 @@ class Settings:
 
     def runbook_url(self, alert: str) -> str:
         return f"{self.runbook_base_url}#{alert.lower()}"
+
+    @property
+    def replicas(self) -> str:
+        """The replica labels for `without (...)` and `ignoring (...)`, e.g. `instance, pod`."""
+        return ", ".join(self.replica_labels)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -183,6 +193,7 @@ def load(override: Path | None = None, defaults: Path = DEFAULT_CONFIG) -> Setti
         "(top level)",
         {
             "exporter_job_selector",
+            "replica_labels",
             "viewer_drop",
             "data_stale",
             "runbook_base_url",
@@ -210,11 +221,25 @@ def load(override: Path | None = None, defaults: Path = DEFAULT_CONFIG) -> Setti
     selector = r.text(top["exporter_job_selector"], "exporter_job_selector")
     if "{" in selector or "}" in selector:
         raise r.fail("exporter_job_selector", 'label matchers without braces, e.g. job="livestream-exporter"')
+    replica_labels = top["replica_labels"]
+    if (
+        not isinstance(replica_labels, list)
+        or not replica_labels
+        or not all(isinstance(x, str) and _LABEL.fullmatch(x) for x in replica_labels)
+        or len(set(replica_labels)) != len(replica_labels)
+    ):
+        raise r.fail(
+            "replica_labels", f"must be a non-empty list of distinct label names, not {replica_labels!r}"
+        )
+    if set(replica_labels) & _TARGET_LABELS:
+        bad = ", ".join(sorted(set(replica_labels) & _TARGET_LABELS))
+        raise r.fail("replica_labels", f"{bad} identifies a target, not a replica")
     tags = dash["tags"]
     if not isinstance(tags, list) or not tags or not all(isinstance(t, str) and t for t in tags):
         raise r.fail("dashboards.tags", "must be a non-empty list of strings")
     settings = Settings(
         exporter_job_selector=selector,
+        replica_labels=tuple(replica_labels),
         viewer_drop_fraction=r.number(drop["fraction"], "viewer_drop.fraction", low=0, high=1),
         viewer_drop_min_baseline=r.number(drop["min_baseline"], "viewer_drop.min_baseline", low=0),
         viewer_drop_baseline_from=r.duration(drop["baseline_from"], "viewer_drop.baseline_from"),

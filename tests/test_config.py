@@ -58,7 +58,7 @@ BROKEN: list[tuple[str, str, str]] = [
     (
         "unknown top-level key",
         VALID + "scrape: true\n",
-        "scrape: unknown key (valid keys: global, sources)",
+        "scrape: unknown key (valid keys: global, sources, cluster)",
     ),
     (
         "unknown key in global",

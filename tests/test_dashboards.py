@@ -40,8 +40,16 @@ EXPORTER_METRICS = {
     "livestream_exporter_config_last_reload_successful",
     "livestream_exporter_config_last_reload_success_timestamp_seconds",
 }
+#: exported only by replicas that share their budgets through Redis
+CLUSTER_METRICS = {
+    "livestream_exporter_cluster_members",
+    "livestream_exporter_cluster_owned_targets",
+    "livestream_exporter_cluster_source_leader",
+    "livestream_exporter_cluster_redis_up",
+    "livestream_exporter_cluster_replica_info",
+}
 STANDARD_PROCESS_METRICS = {"process_cpu_seconds_total", "process_resident_memory_bytes"}
-KNOWN_METRICS = set(CATALOG) | HEALTH_METRICS | EXPORTER_METRICS | STANDARD_PROCESS_METRICS
+KNOWN_METRICS = set(CATALOG) | HEALTH_METRICS | EXPORTER_METRICS | CLUSTER_METRICS | STANDARD_PROCESS_METRICS
 
 DASHBOARDS = sorted(BUILT)
 
@@ -153,7 +161,7 @@ def test_dashboards_cover_the_metrics() -> None:
     informational = {"livestream_stream_info", "livestream_app_livestreams"}
     app_level = {"livestream_app_viewer_seconds_total", "livestream_app_ingest_seconds_total"}
     assert set(CATALOG) - informational - app_level <= used
-    assert used >= HEALTH_METRICS | EXPORTER_METRICS
+    assert used >= HEALTH_METRICS | EXPORTER_METRICS | CLUSTER_METRICS
 
 
 @pytest.mark.parametrize("name", DASHBOARDS)
@@ -209,7 +217,7 @@ def test_overview_variables_chain() -> None:
 def test_overview_content() -> None:
     exprs = dict(gen.iter_queries(COMMITTED["livestream-overview.json"]))
     everything = "\n".join(e for _, e in gen.iter_queries(COMMITTED["livestream-overview.json"]))
-    assert "sum by (provider) (livestream_concurrent_viewers" in everything
+    assert "sum by (provider) (max by (provider, source, stream) (livestream_concurrent_viewers" in everything
     assert "rate(livestream_viewer_seconds_total{" in everything and "[5m])" in everything
     assert exprs["Top streams"].startswith("topk(10,")
     assert "livestream_live{" in exprs["Live streams"] and "== 1" in exprs["Live streams"]
@@ -218,12 +226,24 @@ def test_overview_content() -> None:
         assert exprs[f"{what.title()} per minute"].endswith("* 60")
 
 
+#: series of the whole process or cluster, without provider/source labels
+PROCESS_WIDE = {
+    "livestream_exporter_build_info",
+    "livestream_exporter_config_last_reload_successful",
+    "livestream_exporter_config_last_reload_success_timestamp_seconds",
+    "livestream_exporter_cluster_members",
+    "livestream_exporter_cluster_redis_up",
+    "livestream_exporter_cluster_replica_info",
+    *STANDARD_PROCESS_METRICS,
+}
+
+
 def test_every_panel_query_filters_by_its_variables() -> None:
     for name, d in COMMITTED.items():
         wanted = [v["name"] for v in d["templating"]["list"][1:]]
         for title, expr in gen.iter_queries(d):
-            if "build_info" in expr or "config_last_reload" in expr:
-                continue  # process-wide, no provider/source labels
+            if gen.metric_names(expr) <= PROCESS_WIDE:
+                continue  # no provider/source labels
             for var in wanted:
                 assert f'{var}=~"${var}"' in expr, f"{name} {title}: not filtered by ${var}"
 
@@ -361,3 +381,47 @@ def test_dashboards_match_grafana_schema(tmp_path: Path) -> None:
         check=False,
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# -- several exporter replicas -----------------------------------------------------------------
+
+#: every replica reports these of each whole source: summing them over replicas multiplies them
+SOURCE_TOTALS = (
+    "livestream_exporter_targets",
+    "livestream_exporter_rate_limit_requests_per_second",
+    "livestream_exporter_poll_interval_seconds",
+)
+
+
+def test_source_totals_are_taken_once_across_replicas() -> None:
+    """Every query of a source total reads it through max by (provider, source)."""
+    for name, d in COMMITTED.items():
+        for title, expr in gen.iter_queries(d):
+            for metric in SOURCE_TOTALS:
+                for m in re.finditer(rf"\b{metric}\{{", expr):
+                    assert expr[: m.start()].endswith("max by (provider, source) ("), (name, title, expr)
+
+
+def test_per_stream_gauges_are_taken_once_across_replicas() -> None:
+    """A stream's gauges are read through a max (per stream, or the largest of a source), never
+    per series or summed: a stream that moved to another replica has two series for a while."""
+    gauges = {m for m, d in CATALOG.items() if d.type == "gauge" and not d.app_level} | {
+        "livestream_target_up",
+        "livestream_target_last_success_timestamp_seconds",
+        "livestream_target_poll_duration_seconds",
+    }
+    for name, d in COMMITTED.items():
+        for title, expr in gen.iter_queries(d):
+            for metric in gauges:
+                for m in re.finditer(rf"\b{metric}\{{", expr):
+                    assert re.search(r"max by \([^()]*\) \($", expr[: m.start()]), (name, title, expr)
+
+
+def test_cluster_row_is_collapsed_and_last() -> None:
+    d = COMMITTED["livestream-exporter.json"]
+    row = d["panels"][-1]
+    assert row["type"] == "row" and row["title"] == "Cluster" and row["collapsed"] is True
+    names = {m for p in row["panels"] for t in p["targets"] for m in gen.metric_names(t["expr"])}
+    assert names >= CLUSTER_METRICS
+    outside = {m for p in d["panels"][:-1] for t in p.get("targets", []) for m in gen.metric_names(t["expr"])}
+    assert not outside & CLUSTER_METRICS

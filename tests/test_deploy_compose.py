@@ -2,7 +2,9 @@
 
 compose.yaml runs the exporter in --demo mode with Prometheus (the repository's rules),
 Alertmanager and Grafana (the repository's dashboards); compose.config.yaml is an overlay
-that swaps --demo for a real configuration with credentials as compose secrets.
+that swaps --demo for a real configuration with credentials as compose secrets;
+compose.ha.yaml is a stack of its own: three replicas sharing the budgets through Redis,
+polling a simulator container with ha/config.yaml.
 
 No container runs here: each file is checked by the tool that owns its format
 (check-jsonschema with the compose specification, promtool, amtool, the exporter's own
@@ -16,16 +18,19 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from exporter.process.settings import parse_args, split_address
+from exporter.simulator.core import demo_config
 from tests.tooling import ROOT, config_check, need
 
 COMPOSE_DIR = ROOT / "deploy" / "compose"
 BASE = COMPOSE_DIR / "compose.yaml"
 OVERLAY = COMPOSE_DIR / "compose.config.yaml"
+HA = COMPOSE_DIR / "compose.ha.yaml"
 EXPORTER = "livestream-exporter"
 #: where compose mounts a secret in the container
 SECRETS_MOUNT = "/run/secrets/"
@@ -126,7 +131,7 @@ def host_port(target: str) -> int:
 # ---- the files are valid compose files -------------------------------------------------------
 
 
-@pytest.mark.parametrize("which", ["compose.yaml", "compose.config.yaml", "merged"])
+@pytest.mark.parametrize("which", ["compose.yaml", "compose.config.yaml", "merged", "compose.ha.yaml"])
 def test_compose_file_matches_the_compose_specification(which: str, tmp_path: Path) -> None:
     tool = need("check-jsonschema", "PyPI check-jsonschema, in .venv by pip install -e '.[dev]'")
     if which == "merged":
@@ -144,19 +149,22 @@ def test_compose_file_matches_the_compose_specification(which: str, tmp_path: Pa
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_every_bind_mounted_path_exists_in_the_repository() -> None:
-    project = merged()
+@pytest.mark.parametrize("which", ["merged", "compose.ha.yaml"])
+def test_every_bind_mounted_path_exists_in_the_repository(which: str) -> None:
+    project = merged() if which == "merged" else load(COMPOSE_DIR / which)
     missing = [
         f"{name}: {host.relative_to(ROOT) if host.is_relative_to(ROOT) else host}"
         for name in project["services"]
         for host, _ in bind_mounts(project, name)
         if not host.exists()
     ]
-    build = project["services"][EXPORTER]["build"]
-    context = (COMPOSE_DIR / build["context"]).resolve()
-    assert context == ROOT, f"build context {build['context']} is not the repository root"
-    if not (context / build.get("dockerfile", "Dockerfile")).is_file():
-        missing.append(f"{EXPORTER}: build.dockerfile {build.get('dockerfile', 'Dockerfile')}")
+    built = {name: svc["build"] for name, svc in project["services"].items() if "build" in svc}
+    assert EXPORTER in built or any(name.startswith(EXPORTER) for name in built), sorted(built)
+    for name, build in built.items():
+        context = (COMPOSE_DIR / build["context"]).resolve()
+        assert context == ROOT, f"{name}: build context {build['context']} is not the repository root"
+        if not (context / build.get("dockerfile", "Dockerfile")).is_file():
+            missing.append(f"{name}: build.dockerfile {build.get('dockerfile', 'Dockerfile')}")
     assert not missing, f"bind-mounted or built from, but not in the repository: {missing}"
 
 
@@ -223,9 +231,10 @@ def test_config_overlay_config_is_valid_with_its_secrets(tmp_path: Path) -> None
 # ---- Prometheus, Alertmanager, Grafana -------------------------------------------------------
 
 
-def test_prometheus_config_passes_promtool_with_the_mounted_rules(tmp_path: Path) -> None:
+@pytest.mark.parametrize("compose_file", [BASE, HA], ids=lambda p: p.name)
+def test_prometheus_config_passes_promtool_with_the_mounted_rules(compose_file: Path, tmp_path: Path) -> None:
     promtool = need("promtool", "Debian package prometheus")
-    project = load(BASE)
+    project = load(compose_file)
     root = container_layout(project, "prometheus", tmp_path / "root")
     flags = [a for a in project["services"]["prometheus"]["command"] if a.startswith("--config.file=")]
     config = root / flags[0].split("=", 1)[1].lstrip("/")
@@ -287,3 +296,141 @@ def test_grafana_provisions_the_three_dashboards_and_the_stack_prometheus(tmp_pa
     )
     home = project["services"]["grafana"]["environment"].get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
     assert home is None or (root / home.lstrip("/")).is_file(), home
+
+
+# ---- compose.ha.yaml: three replicas, Redis, the simulator -----------------------------------
+
+REDIS = "redis"
+SIMULATOR = "simulator"
+REDIS_PORT = 6379
+#: what may differ between the replicas' service definitions
+PER_REPLICA = ("hostname", "ports")
+
+
+def ha() -> dict[str, Any]:
+    return load(HA)
+
+
+def replicas(project: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in project["services"].items() if n.startswith(EXPORTER)}
+
+
+def ha_config_host(project: dict[str, Any]) -> Path:
+    """The host file each replica reads as its --config.file."""
+    (name, svc), *_ = replicas(project).items()
+    config = Path(parse_args(svc["command"]).config_file)
+    mounted = {target: host for host, target in bind_mounts(project, name)}
+    assert str(config.parent) in mounted, f"{config} is not in a mounted directory: {sorted(mounted)}"
+    return mounted[str(config.parent)] / config.name
+
+
+def simulator_listen(project: dict[str, Any]) -> tuple[str, int]:
+    command = project["services"][SIMULATOR]["command"]
+    host, _, port = command[command.index("--listen") + 1].rpartition(":")
+    return host, int(port)
+
+
+def test_ha_runs_three_identical_replicas_each_reachable() -> None:
+    project = ha()
+    reps = replicas(project)
+    assert len(reps) == 3, sorted(reps)
+    strip = [{k: v for k, v in svc.items() if k not in PER_REPLICA} for svc in reps.values()]
+    assert all(s == strip[0] for s in strip), "the replicas differ beyond their host name and port"
+    hostnames = [svc.get("hostname") for svc in reps.values()]
+    assert None not in hostnames and len(set(hostnames)) == 3, hostnames
+    published = []
+    for name, svc in reps.items():
+        settings = parse_args(svc["command"])  # exits 2 on an unknown flag
+        assert not settings.demo, f"{name}: --demo runs its own simulator and cannot be clustered"
+        assert split_address(settings.listen_address)[0] is None, f"{name} listens on one address only"
+        port = split_address(settings.listen_address)[1]
+        (mapping,) = svc["ports"]
+        host_side, _, container = str(mapping).rpartition(":")
+        assert int(container) == port, f"{name} listens on {port}, compose publishes {mapping}"
+        assert host_side.startswith("127.0.0.1:"), f"{name}: publish on loopback only, not {mapping}"
+        published.append(host_side)
+    assert len(set(published)) == 3, f"two replicas publish one host port: {published}"
+    assert ha_config_host(project).is_file()
+
+
+def test_ha_config_is_valid_and_clustered() -> None:
+    r = config_check(ha_config_host(ha()))
+    assert r.returncode == 0, r.stdout + r.stderr
+    # without a cluster section the check passes too, but each replica would spend the whole budget
+    assert "cluster: replicas share every budget through" in r.stdout, r.stdout
+
+
+def test_ha_config_reaches_the_stack_redis_and_simulator() -> None:
+    """cluster.redis_url names the Redis service, every base_url the simulator service, and
+    the sources are the simulator's demo sources (its credentials and catalog)."""
+    project = ha()
+    config = load(ha_config_host(project))
+    url = urlsplit(config["cluster"]["redis_url"])
+    assert (url.scheme, url.hostname, url.port or REDIS_PORT) == ("redis", REDIS, REDIS_PORT), url
+    assert "--port" not in project["services"][REDIS]["command"], f"Redis listens on {REDIS_PORT}"
+
+    sim = project["services"][SIMULATOR]
+    assert sim["entrypoint"][-2:] == ["-m", "exporter.simulator"], sim["entrypoint"]
+    host, port = simulator_listen(project)
+    assert host in ("0.0.0.0", "::", ""), f"the simulator must listen beyond loopback, not {host}"
+    # the image's HEALTHCHECK asks HEALTHCHECK_URL, the exporter's port by default
+    assert urlsplit(sim["environment"]["HEALTHCHECK_URL"]).port == port, sim["environment"]
+    assert config["sources"] == demo_config(f"http://{SIMULATOR}:{port}")["sources"]
+
+
+def test_ha_redis_is_private_pinned_and_keeps_nothing() -> None:
+    project = ha()
+    redis = project["services"][REDIS]
+    image, _, tag = redis["image"].rpartition(":")
+    assert image == "redis" and tag[:1].isdigit(), f"pin the official image: {redis['image']}"
+    assert "ports" not in redis, "Redis has no password: it must not be published"
+    for network in redis["networks"]:
+        assert project["networks"][network].get("internal") is True, f"{network} is not internal"
+        members = {n for n, s in project["services"].items() if network in s.get("networks", ["default"])}
+        assert members == {REDIS, *replicas(project)}, f"{network} is shared with {sorted(members)}"
+    for name in replicas(project):
+        assert set(redis["networks"]) & set(project["services"][name]["networks"]), (
+            f"{name} cannot reach Redis"
+        )
+    command = redis["command"]
+    assert command[command.index("--save") + 1] == "" and command[command.index("--appendonly") + 1] == "no"
+    assert redis["read_only"] is True and redis["cap_drop"] == ["ALL"], "harden it like the exporter"
+    assert redis.get("user") not in (None, "root", "0"), "the image starts as root unless told"
+    assert "/data" in redis["tmpfs"], "the read-only Redis needs a writable working directory"
+
+
+def test_ha_prometheus_scrapes_every_replica() -> None:
+    project = ha()
+    config_host = next(
+        host for host, target in bind_mounts(project, "prometheus") if target.endswith("prometheus.yml")
+    )
+    assert config_host != COMPOSE_DIR / "prometheus.yml", (
+        "the quickstart's prometheus.yml scrapes one exporter"
+    )
+    prom = load(config_host)
+    jobs = [j for j in prom["scrape_configs"] if "livestream" in j["job_name"]]
+    assert len(jobs) == 1, "one scrape job for the three replicas"
+    targets = {t for sc in jobs[0]["static_configs"] for t in sc["targets"]}
+    expected = {
+        f"{name}:{split_address(parse_args(svc['command']).listen_address)[1]}"
+        for name, svc in replicas(project).items()
+    }
+    assert targets == expected
+    assert prom["global"] == load(COMPOSE_DIR / "prometheus.yml")["global"], "Grafana's timeInterval"
+    am = [t for a in prom["alerting"]["alertmanagers"] for sc in a["static_configs"] for t in sc["targets"]]
+    assert am and all(t.split(":")[0] in project["services"] for t in am), am
+
+
+def test_ha_reuses_the_quickstart_monitoring_services() -> None:
+    """Alertmanager and Grafana are compose.yaml's (amtool and the dashboard test check them
+    there); Prometheus differs only in its scrape configuration and what it waits for."""
+    quick, project = load(BASE)["services"], ha()["services"]
+    for name in ("alertmanager", "grafana"):
+        assert project[name] == quick[name], f"{name} differs from compose.yaml's"
+
+    def prometheus(svc: dict[str, Any]) -> dict[str, Any]:
+        volumes = [v for v in svc["volumes"] if not split_volume(v)[1].endswith("prometheus.yml")]
+        return {**{k: v for k, v in svc.items() if k != "depends_on"}, "volumes": volumes}
+
+    assert prometheus(project["prometheus"]) == prometheus(quick["prometheus"])
+    assert set(project["prometheus"]["depends_on"]) == {*replicas(ha()), "alertmanager"}

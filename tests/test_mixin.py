@@ -57,6 +57,7 @@ def test_overridden_settings_reach_the_rules_and_dashboards(tmp_path: Path) -> N
             "runbook_base_url": "https://wiki.example/runbooks/livestream",
             "alerts": {"LivestreamExporterDown": {"severity": "warning", "for": "90s"}},
             "dashboards": {"tags": ["video"]},
+            "replica_labels": ["instance", "pod", "container"],
         },
     )
     out = tmp_path / "out"
@@ -83,6 +84,10 @@ def test_overridden_settings_reach_the_rules_and_dashboards(tmp_path: Path) -> N
         down["annotations"]["runbook_url"]
         == "https://wiki.example/runbooks/livestream#livestreamexporterdown"
     )
+    assert recording["stream:livestream_concurrent_viewers:max"]["expr"] == (
+        "max without (instance, pod, container) (livestream_concurrent_viewers)"
+    )
+    assert "without (instance, pod)" not in text.replace("without (instance, pod, container)", "")
     overview = json.loads((out / "dashboards" / "livestream-overview.json").read_text())
     assert overview["tags"] == ["video"] and overview["links"][0]["tags"] == ["video"]
 
@@ -148,6 +153,11 @@ def test_overridden_job_selector_fires_the_exporter_down_alert(tmp_path: Path) -
         ({"alerts": {"LivestreamTypo": {"severity": "warning", "for": "1m"}}}, "alerts: unknown setting(s)"),
         ({"exporter_job_selector": "{job='x'}"}, "exporter_job_selector: label matchers without braces"),
         ({"viewer_drop": {"baseline_to": "2m"}}, "viewer_drop.baseline_to: must be longer than"),
+        ({"replica_labels": []}, "replica_labels: must be a non-empty list of distinct label names"),
+        ({"replica_labels": "instance"}, "replica_labels: must be a non-empty list"),
+        ({"replica_labels": ["instance", "pod-name"]}, "replica_labels: must be a non-empty list"),
+        ({"replica_labels": ["instance", "stream"]}, "replica_labels: stream identifies a target"),
+        ({"alerts": {"LivestreamExporterClusterDegraded": {"severity": "info"}}}, "ClusterDegraded.severity"),
     ],
 )
 def test_bad_settings_are_errors_naming_the_key(tmp_path: Path, settings: dict[str, Any], error: str) -> None:
@@ -163,6 +173,7 @@ def test_defaults_come_from_the_settings_file() -> None:
     assert s.exporter_job_selector == doc["exporter_job_selector"]
     assert s.viewer_drop_fraction == doc["viewer_drop"]["fraction"]
     assert s.alerts["LivestreamViewerDrop"].keep_firing_for == Duration.parse("10m")
+    assert s.replica_labels == tuple(doc["replica_labels"]) == ("instance", "pod")
 
 
 def test_durations() -> None:

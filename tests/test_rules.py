@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from grafana.settings import ALERT_NAMES
+from grafana.settings import load as load_settings
 from tests.conftest import promtool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,3 +167,37 @@ def test_unit_tests_load_the_rule_files() -> None:
     for unit in UNIT_TESTS:
         for f in load(unit)["rule_files"]:
             assert (unit.parent / f).resolve() in {RECORDING, ALERTING}, (unit, f)
+
+
+#: raw series a rule may read per replica on purpose: whether that replica reaches Redis
+PER_REPLICA = {"livestream_exporter_cluster_redis_up"}
+_RAW = re.compile(r"(?<![\w:])livestream_[a-z_]+(?![\w:])")
+
+
+def test_raw_series_are_read_without_the_replica_labels() -> None:
+    """Every rule reads the exporter's raw series through `max|min|sum without (<replica_labels>)`
+    (with rate() inside for counters): a target that moves to another replica changes them, and
+    a stream's baseline, rate windows and `for` must not start over (docs/alerts.md#several-replicas).
+    """
+    labels = re.escape(", ".join(load_settings().replica_labels))
+    wrapped = re.compile(rf"(?:max|min|sum) without \({labels}\) \((?:rate\()?$")
+    for rule in rules(RECORDING) + rules(ALERTING):
+        code = "\n".join(line.split("#", 1)[0] for line in rule["expr"].splitlines())
+        for m in _RAW.finditer(code):
+            if m.group(0) in PER_REPLICA:
+                continue
+            name = rule.get("alert") or rule.get("record")
+            assert wrapped.search(code[: m.start()]), f"{name} reads {m.group(0)} per replica"
+
+
+def test_stream_and_source_alerts_carry_no_replica_label() -> None:
+    """The unit tests' expected labels of every alert but the per-target ones have no instance."""
+    per_target = {"LivestreamExporterDown", "LivestreamExporterClusterDegraded"}
+    replica_labels = set(load_settings().replica_labels)
+    for unit in UNIT_TESTS:
+        for case in load(unit)["tests"]:
+            for check in case.get("alert_rule_test", []):
+                if check["alertname"] in per_target:
+                    continue
+                for exp in check.get("exp_alerts") or []:
+                    assert not replica_labels & set(exp["exp_labels"]), (unit.name, check["alertname"])

@@ -42,10 +42,18 @@ def need_node_module(name: str) -> Path:
     return path
 
 
-def config_check(config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def config_check(
+    config: Path, env: dict[str, str] | None = None, extra_args: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`livestream-exporter --config.check` of the project's virtualenv on `config`."""
     return subprocess.run(
-        [str(VENV_BIN / "livestream-exporter"), "--config.file", str(config), "--config.check"],
+        [
+            str(VENV_BIN / "livestream-exporter"),
+            "--config.file",
+            str(config),
+            "--config.check",
+            *(extra_args or []),
+        ],
         check=False,
         capture_output=True,
         text=True,

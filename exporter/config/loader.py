@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Hashable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import yaml
@@ -21,7 +21,7 @@ from pydantic import Field, ValidationError, field_validator
 from exporter.config.files import MAX_CONFIG_BYTES, MAX_CREDENTIAL_BYTES, FileProblem, read_text_file
 from exporter.config.problems import ConfigError, key_path, pydantic_problems
 from exporter.config.registry import PROVIDERS, get_spec
-from exporter.config.schema import GlobalConfig, SourceBase, Strict
+from exporter.config.schema import ClusterConfig, GlobalConfig, SourceBase, Strict
 from exporter.model.windows import Window
 
 
@@ -30,12 +30,15 @@ class Config:
     file: str
     global_: GlobalConfig
     sources: tuple[SourceBase, ...]
+    cluster: ClusterConfig | None = None
 
     def secrets(self) -> set[str]:
         """Every credential value, for the log and page redactors."""
         out: set[str] = set()
         for s in self.sources:
             out.update(s.credentials.secrets())
+        if self.cluster is not None:
+            out.update(self.cluster.secrets())
         return out
 
     def warnings(self) -> list[str]:
@@ -71,6 +74,19 @@ class Config:
         if url is None:  # refused at load
             raise ValueError(f"source {source.name} has no base_url")
         return url
+
+
+def with_cluster_url(config: Config, url: str | None) -> Config:
+    """`config` with `--cluster.redis-url` in force (over the file's cluster.redis_url)."""
+    if url is None:
+        return config
+    try:
+        cluster = ClusterConfig.model_validate({"redis_url": url})
+    except ValidationError as e:
+        raise ConfigError("--cluster.redis-url", pydantic_problems(e, [], ClusterConfig)) from None
+    if config.cluster is not None:
+        cluster = config.cluster.model_copy(update={"redis_url": cluster.redis_url})
+    return replace(config, cluster=cluster)
 
 
 # ---- pass 1: YAML ----------------------------------------------------------------------
@@ -165,6 +181,7 @@ def _read_credential_files(
 class _Top(Strict):
     global_: GlobalConfig = Field(default_factory=GlobalConfig, alias="global")
     sources: list[dict[str, Any]] = Field(min_length=1)
+    cluster: ClusterConfig | None = None
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -213,6 +230,8 @@ def parse_config(text: str, name: str, env: Mapping[str, str]) -> Config:
         raise ConfigError(
             name, [("", "invalid YAML: a value contains itself (an alias inside its anchor)")]
         ) from None
+    if isinstance(raw.get("cluster"), dict):
+        raw = {**raw, "cluster": _read_credential_files(raw["cluster"], ["cluster"], problems)}
     if problems:
         raise ConfigError(name, _named(problems, raw))
     try:
@@ -237,7 +256,7 @@ def parse_config(text: str, name: str, env: Mapping[str, str]) -> Config:
 
     if problems:
         raise ConfigError(name, _named(problems, raw))
-    return Config(file=name, global_=top.global_, sources=tuple(sources))
+    return Config(file=name, global_=top.global_, sources=tuple(sources), cluster=top.cluster)
 
 
 def _source(

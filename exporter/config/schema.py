@@ -52,6 +52,44 @@ class GlobalConfig(Strict):
     stale_after: Duration = 300.0
 
 
+_REDIS_URL_RE = re.compile(r"^(redis|rediss|unix)://\S+$")
+
+
+class ClusterConfig(Strict):
+    """Replicas sharing each source's budget through Redis."""
+
+    #: redis://host:6379/0, rediss:// for TLS, or unix:///path/to/socket
+    redis_url: str
+    #: read from redis_password_file (or given inline, like any secret)
+    redis_password: Secret | None = None
+    #: a replica that has not renewed its membership for this long has left
+    heartbeat_ttl: Duration = 15.0
+    #: every key the cluster writes starts with this (one Redis for several clusters)
+    key_prefix: str = Field(default="livestream-exporter", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        if not _REDIS_URL_RE.match(v):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return v
+
+    @field_validator("heartbeat_ttl")
+    @classmethod
+    def _ttl(cls, v: float) -> float:
+        if v < 1.0:
+            raise ValueError("must be at least 1s")
+        return v
+
+    def secrets(self) -> set[str]:
+        out = {self.redis_password.get_secret_value()} if self.redis_password else set()
+        # a password written into the URL (redis://:secret@host) is a secret too
+        userinfo = self.redis_url.split("://", 1)[1].split("@", 1)
+        if len(userinfo) == 2 and ":" in userinfo[0]:
+            out.add(userinfo[0].split(":", 1)[1])
+        return {v for v in out if v}
+
+
 class TargetBase(Strict):
     """Keys every target has; providers add theirs."""
 

@@ -64,19 +64,26 @@ class Bucket:
     def requests_per_second(self) -> float:
         return min(w.rate for w in self.windows)
 
-    def interval_for(self, requests_per_cycle: int, answer_seconds: float = 0.0) -> float:
-        """The shortest cycle that sends `requests_per_cycle` requests within every window,
-        each occupying its window for `answer_seconds` longer than the window itself."""
+    def interval_for(
+        self, requests_per_cycle: int, answer_seconds: float = 0.0, windows: Sequence[Window] | None = None
+    ) -> float:
+        """The shortest cycle that sends `requests_per_cycle` requests within every window
+        (`windows` instead of the bucket's own: a replica's share), each occupying its
+        window for `answer_seconds` longer than the window itself; inf if a window is 0."""
         if requests_per_cycle <= 0:
             return 0.0
-        return max(requests_per_cycle * (w.per + answer_seconds) / w.requests for w in self.windows)
+        return max(
+            requests_per_cycle * (w.per + answer_seconds) / w.requests if w.requests > 0 else math.inf
+            for w in (self.windows if windows is None else windows)
+        )
 
-    def earliest(self, now: float) -> float:
-        """When a new request fits every window: `now` or later; inf while only a completion
-        of a request in flight can make room."""
+    def earliest(self, now: float, windows: Sequence[Window] | None = None) -> float:
+        """When a new request fits every window (`windows` instead of the bucket's own: a
+        replica's share of them): `now` or later; inf while only a completion of a request
+        in flight can make room."""
         ready = -math.inf
         done = self._done
-        for w in self.windows:
+        for w in self.windows if windows is None else windows:
             # the new request and the finished ones still in the window must fit beside those in flight
             room = w.requests - self.in_flight
             if room <= 0:

@@ -19,20 +19,23 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import structlog
+from pydantic import BaseModel, ValidationError
 
 from exporter.config.loader import Config
 from exporter.config.schema import SourceBase
+from exporter.engine.cluster import Cluster, owner
 from exporter.engine.http import HttpClient
 from exporter.engine.limiter import SourceLimiter
+from exporter.engine.sharedlimiter import SharedLimiter, share_of
 from exporter.engine.sink import PollSink
 from exporter.engine.stats import SourceStats
 from exporter.engine.targetlists import TargetLists
 from exporter.model.clock import Clock
 from exporter.model.errors import GoneError, InternalError, ParseError, PollError, ThrottledError
-from exporter.model.samples import Outcome, Sample, Target
+from exporter.model.samples import Origin, Outcome, Sample, Target
 from exporter.providers.base import provider_class
 
 R = TypeVar("R")
@@ -101,8 +104,13 @@ class SourceRunner:
         memory: SourceMemory,
         clock: Clock,
         log: structlog.typing.FilteringBoundLogger,
+        cluster: Cluster | None = None,
     ) -> None:
+        """With `cluster`, the runner polls only the targets this replica owns, discovers
+        and polls app-level only while it holds the source's lease, and spends the budget
+        shared by every replica."""
         self.name = source.name
+        self.cluster = cluster
         self.source = source
         self.sink = sink
         self.memory = memory
@@ -111,9 +119,20 @@ class SourceRunner:
         self.stats = memory.stats
         self.configured_interval = config.interval_of(source)
         self.stale_after = config.global_.stale_after
-        self.limiter = SourceLimiter(config.windows_of(source), clock, previous=memory.limiter)
-        memory.limiter = self.limiter
         timeout = config.global_.timeout
+        self.limiter: SourceLimiter = (
+            SharedLimiter(
+                config.windows_of(source),
+                clock,
+                cluster=cluster,
+                source=source.name,
+                timeout=timeout,
+                previous=memory.limiter,
+            )
+            if cluster is not None
+            else SourceLimiter(config.windows_of(source), clock, previous=memory.limiter)
+        )
+        memory.limiter = self.limiter
         self.max_in_flight = source.max_in_flight or default_in_flight(self.limiter, timeout)
         self.http = HttpClient(limiter=self.limiter, observer=self, clock=clock, timeout=timeout)
         self.provider = provider_class(source.provider)(
@@ -153,8 +172,14 @@ class SourceRunner:
         # changes nothing about the plan does not say it changed
         previous = memory.stats.interval
         self.interval = previous or self.configured_interval
+        #: the interval the source's leaseholder planned, for every replica to keep
+        self._shared_interval: float | None = None
+        self._assigned: dict[str, list[Target[Any]]] = {}
+        self._assigned_for: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self._plan(quiet=not previous)
-        sink.set_targets(self.name, self.targets())
+        sink.set_targets(self.name, self.owned())
+        if cluster is not None:
+            cluster.on_change(self._ownership_changed)
 
     # -- what the HTTP client reports (RequestObserver) -----------------------------------
     def request_started(self) -> None:
@@ -190,6 +215,37 @@ class SourceRunner:
                 labels.add(t.stream)
         return out + [t for t in self.discovered if t.key not in keys and t.stream not in labels]
 
+    def owned(self) -> list[Target[Any]]:
+        """The targets this replica polls and exports: all of them without a cluster."""
+        if self.cluster is None:
+            return self.targets()
+        return self.assignment().get(self.cluster.replica, [])
+
+    def assignment(self) -> dict[str, list[Target[Any]]]:
+        """Every member's targets, by rendezvous hashing (the same on every replica)."""
+        assert self.cluster is not None
+        members = self.cluster.members
+        targets = self.targets()
+        signature = (members, tuple(t.key for t in targets))
+        if signature != self._assigned_for:
+            assigned: dict[str, list[Target[Any]]] = {m: [] for m in members}
+            for t in targets:
+                assigned[owner(members, self.name, t.key)].append(t)
+            self._assigned, self._assigned_for = assigned, signature
+        return self._assigned
+
+    def leads(self) -> bool:
+        """Whether this replica sends the source-level requests (discovery, app-level)."""
+        return self.cluster is None or self.cluster.leads(self.name)
+
+    def _ownership_changed(self) -> None:
+        """Members or leases changed: targets lost are dropped from /metrics at once, targets
+        won are polled from the next slot on."""
+        if self._stopped:
+            return
+        self._plan(quiet=True)
+        self.sink.set_targets(self.name, self.owned())
+
     def _labels_besides(self, origin: str) -> dict[str, str]:
         """Stream label -> key of the configured targets and of every other file or URL."""
         taken = {t.stream: t.key for t in self.configured}
@@ -209,15 +265,31 @@ class SourceRunner:
         """A file or the URL brought a new list: new targets are polled from the next slot
         on, removed ones lose their series at once, and the plan follows the count."""
         self._plan()
-        self.sink.set_targets(self.name, self.targets())
+        self.sink.set_targets(self.name, self.owned())
 
     def batches(self) -> list[list[Target[Any]]]:
+        """This replica's batches (all of them without a cluster)."""
         size = max(1, self.provider.batch_size())
-        targets = self.targets()
+        targets = self.owned()
         return [targets[i : i + size] for i in range(0, len(targets), size)]
 
     def requests_per_cycle(self) -> dict[str, int]:
-        return self.provider.requests_per_cycle(len(self.batches()))
+        """What one cycle of the whole source sends, whichever replicas send it."""
+        size = max(1, self.provider.batch_size())
+        return self.provider.requests_per_cycle(math.ceil(len(self.targets()) / size))
+
+    def member_requests(self, targets: int, leads: bool) -> dict[str, int]:
+        """What a replica with `targets` targets sends of a cycle: its batches, and the
+        source-level requests if it holds the lease."""
+        size = max(1, self.provider.batch_size())
+        out = self.provider.requests_per_cycle(math.ceil(targets / size))
+        if not leads:
+            if self.provider.app_metrics():
+                out["default"] -= 1
+            if self.source.discovery_enabled():
+                bucket = self.provider.discovery_bucket
+                out[bucket] = out.get(bucket, 0) - self.provider.discovery_requests
+        return out
 
     def answer_seconds(self) -> float:
         """How long answers take: a high percentile of the latest ones (0 before any)."""
@@ -235,6 +307,8 @@ class SourceRunner:
         budget = self.limiter.interval_for(requests, answer)
         concurrency = sum(requests.values()) * answer / self.max_in_flight
         interval = max(self.configured_interval, budget, concurrency)
+        if self.cluster is not None:
+            interval = self._cluster_plan(requests, interval)
         if abs(interval - self.interval) > 1e-3 * self.interval and not quiet:
             self.log.info(
                 "poll interval changed",
@@ -250,6 +324,71 @@ class SourceRunner:
         self.stats.budget_rps = self.limiter.requests_per_second
         self.stats.targets = len(self.targets())
         self.sink.changed()
+
+    def _cluster_plan(self, requests: dict[str, int], interval: float) -> float:
+        """Each member's share of every bucket, its part of the source's requests per cycle;
+        this replica holds itself to its share.  The interval must let every member send
+        its part within its share; replicas without the lease keep the leaseholder's plan."""
+        assert self.cluster is not None and isinstance(self.limiter, SharedLimiter)
+        leader = self.cluster.leader(self.name)
+        parts = {
+            m: self.member_requests(len(ts), m == leader or (leader is None and m == self.cluster.replica))
+            for m, ts in self.assignment().items()
+        }
+        totals = {b: sum(p.get(b, 0) for p in parts.values()) for b in self.limiter.buckets}
+        answer = self.answer_seconds()
+        for m, part in parts.items():
+            shares = {b: (part.get(b, 0) / n if n else 0.0) for b, n in totals.items()}
+            if m == self.cluster.replica:
+                self.limiter.set_shares(shares)
+            for b, n in part.items():
+                windows = share_of(self.limiter.buckets[b].windows, shares[b])
+                needed = self.limiter.buckets[b].interval_for(n, answer, windows)
+                if math.isfinite(needed):
+                    interval = max(interval, needed)
+        self.cluster.stats.owned[self.name] = len(self.owned())
+        self.cluster.stats.assigned[self.name] = {m: len(ts) for m, ts in self.assignment().items()}
+        if self.leads() or self._shared_interval is None:
+            return interval
+        return max(self._shared_interval, self.configured_interval)
+
+    async def _follow(self) -> None:
+        """Take the leaseholder's discovered list and plan (a replica without the lease)."""
+        assert self.cluster is not None
+        discovered, interval = await self.cluster.shared(self.name)
+        if interval is not None:
+            self._shared_interval = interval
+        if discovered is not None and self.source.discovery_enabled():
+            targets = self._revive(discovered)
+            if {t.key for t in targets} != {t.key for t in self.discovered}:
+                self.discovered = self.memory.discovered = targets
+                self._targets_changed()
+
+    def _revive(self, shared: list[dict[str, Any]]) -> list[Target[Any]]:
+        """Targets from the shared discovered list (what `_share` wrote)."""
+        annotation = type(self.source).model_fields["targets"].annotation
+        models = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        out: list[Target[Any]] = []
+        if not models:
+            return out
+        for item in shared:
+            try:
+                spec = models[0].model_validate(item["spec"])
+                info = {str(k): str(v) for k, v in item["info"].items()}
+                out.append(Target.of(spec, Origin.DISCOVERY, info))
+            except (ValidationError, KeyError, TypeError, AttributeError):
+                continue
+        return out
+
+    async def _share(self) -> None:
+        """The leaseholder's discovered list and plan, for the other replicas."""
+        assert self.cluster is not None
+        discovered = (
+            [{"spec": t.spec.model_dump(mode="json"), "info": dict(t.info)} for t in self.discovered]
+            if self.source.discovery_enabled() and self._discovered_once
+            else None
+        )
+        await self.cluster.publish(self.name, discovered=discovered, interval=self.interval)
 
     # -- one cycle ----------------------------------------------------------------------
     async def run_cycle(self) -> None:
@@ -270,14 +409,24 @@ class SourceRunner:
         if self.external is not None:
             self.external.start()
             await self.external.loaded()  # at once after the first time
+        if self.cluster is not None:
+            await self.cluster.joined()  # how many share the budget is unknown before
+            if not self.leads() and self.cluster.redis_up:
+                await self._follow()
         self._plan()  # the target list, the batch size or the answer times may have changed
         cycle = Cycle(start=self.clock.monotonic(), interval=self.interval)
-        pages = await self._dispatch_discovery(cycle) if self.source.discovery_enabled() else 0
+        leads = self.leads()
+        pages = await self._dispatch_discovery(cycle) if self.source.discovery_enabled() and leads else 0
         if pages is None:
             return cycle
+        if self.cluster is not None and leads and self.cluster.redis_up:
+            await self._share()
         #: the app-level poll (None), then the batches
-        jobs: list[list[Target[Any]] | None] = [None] if self.provider.app_metrics() else []
+        jobs: list[list[Target[Any]] | None] = [None] if self.provider.app_metrics() and leads else []
         jobs.extend(self.batches())
+        if not jobs and not pages:
+            # a replica that owns none of the source's targets has done its part (readiness)
+            self.sink.mark_attempted(self.name)
         spacing = cycle.interval / max(1, pages + len(jobs))
         shift = 0.0
         for i, job in enumerate(jobs):
@@ -524,7 +673,7 @@ class SourceRunner:
             self._targets_changed()
 
     def _targets_changed(self) -> None:
-        self.sink.set_targets(self.name, self.targets())
+        self.sink.set_targets(self.name, self.owned())
         self.stats.targets = len(self.targets())
         self.sink.changed()
 
@@ -551,12 +700,18 @@ class SourceRunner:
         """Cancel every request in flight, wait for them, close the provider and the session.
         A dispatch still running (its caller not cancelled) sends nothing more."""
         self._stopped = True
+        if self.cluster is not None:
+            self.cluster.off_change(self._ownership_changed)
+            self.cluster.stats.owned.pop(self.name, None)
+            self.cluster.stats.assigned.pop(self.name, None)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.external is not None:
             await self.external.stop()
+        if isinstance(self.limiter, SharedLimiter):
+            await self.limiter.close()
         await self.provider.close()
         await self.http.close()
 

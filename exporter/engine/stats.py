@@ -65,3 +65,19 @@ class SourceStats:
     def request_done(self, endpoint: str, code: str, duration: float) -> None:
         self.requests[(endpoint, code)] += 1
         self.durations.setdefault(endpoint, Histogram()).observe(duration)
+
+
+@dataclass
+class ClusterStats:
+    """One replica's view of its cluster, for the cluster families and the landing page."""
+
+    replica: str
+    members: tuple[str, ...] = ()
+    redis_up: bool = False
+    #: targets this replica owns, per source
+    owned: dict[str, int] = field(default_factory=dict)
+    #: sources whose lease this replica holds
+    leading: frozenset[str] = frozenset()
+    #: per source: every member's number of targets, and the lease holder (the landing page)
+    assigned: dict[str, dict[str, int]] = field(default_factory=dict)
+    leaders: dict[str, str] = field(default_factory=dict)

@@ -13,6 +13,7 @@ from exporter.engine.runner import SourceMemory, SourceRunner
 from exporter.engine.targetlists import NO_MATCH, count_file_targets
 from exporter.model.clock import SYSTEM_CLOCK
 from exporter.model.durations import format_duration
+from exporter.model.redaction import REDACTOR
 from exporter.model.windows import Window
 from exporter.store.store import Store
 
@@ -89,5 +90,12 @@ def describe(config: Config, plans: Mapping[str, tuple[float, float, int]]) -> s
             lines.append(f"  targets url {s.targets_url.url} (every {every}; not fetched by the check)")
         for t in s.targets:
             lines.append(f"  target {t.key()} -> stream={t.stream_label()!r}")
+    if config.cluster is not None:
+        c = config.cluster
+        lines.append(
+            f"cluster: replicas share every budget through {REDACTOR.scrub(c.redis_url)}"
+            f" (heartbeat TTL {format_duration(c.heartbeat_ttl)}, keys {c.key_prefix}:*); each polls the"
+            " targets it owns (not connected by the check)"
+        )
     lines.extend(f"warning: {w}" for w in config.warnings())
     return "\n".join(lines)

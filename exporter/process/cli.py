@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from structlog.typing import FilteringBoundLogger
 
+from exporter.config.loader import load_config, with_cluster_url
 from exporter.config.problems import ConfigError
 from exporter.model.redaction import REDACTOR
 from exporter.process import logsetup
@@ -54,7 +55,10 @@ def _check(settings: Settings, exporter: Exporter) -> int:
 
 
 def _run(settings: Settings, log: FilteringBoundLogger) -> int:
-    exporter = Exporter(settings.config_file, log=log)
+    url = settings.cluster_redis_url
+    exporter = Exporter(
+        settings.config_file, log=log, loader=lambda file: with_cluster_url(load_config(file), url)
+    )
     if settings.config_check:
         return _check(settings, exporter)
     config = exporter.load()

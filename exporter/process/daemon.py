@@ -18,7 +18,8 @@ import structlog
 
 from exporter.config.loader import Config, load_config
 from exporter.config.problems import ConfigError
-from exporter.config.schema import SourceBase
+from exporter.config.schema import ClusterConfig, SourceBase
+from exporter.engine.cluster import Cluster
 from exporter.engine.runner import SourceMemory, SourceRunner
 from exporter.engine.scheduler import PollScheduler
 from exporter.model.clock import SYSTEM_CLOCK, Clock
@@ -28,12 +29,18 @@ from exporter.store.exposition import ReloadStatus
 from exporter.store.store import Store
 
 #: what decides whether a source must be restarted on reload
-_Identity = tuple[SourceBase, float, float, float]
+_Identity = tuple[SourceBase, float, float, float, ClusterConfig | None]
 
 
 def _identity(config: Config, source: SourceBase) -> _Identity:
-    """The source's model and the global settings it runs with."""
-    return (source, config.interval_of(source), config.global_.timeout, config.global_.stale_after)
+    """The source's model and the global and cluster settings it runs with."""
+    return (
+        source,
+        config.interval_of(source),
+        config.global_.timeout,
+        config.global_.stale_after,
+        config.cluster,
+    )
 
 
 class Exporter:
@@ -56,9 +63,12 @@ class Exporter:
         self._memory: dict[str, SourceMemory] = {}
         self._identities: dict[str, _Identity] = {}
         self._lock = asyncio.Lock()
+        #: this replica's membership of a cluster (config.cluster), None alone
+        self.cluster: Cluster | None = None
         self._stopping = False
         #: the reload running now, cancelled by stop()
         self._reloading: asyncio.Task[object] | None = None
+        self._names: list[str] = []
 
     @property
     def runners(self) -> dict[str, SourceRunner]:
@@ -131,10 +141,12 @@ class Exporter:
     async def _apply(self, config: Config, *, record: bool = True) -> int:
         """Run `config`: start new and changed sources, stop removed ones; how many (re)started."""
         wanted = {s.name: _identity(config, s) for s in config.sources}
+        self._names = list(wanted)
         stale = [n for n in self._scheduler.runners if self._identities.get(n) != wanted.get(n)]
         await self._scheduler.remove(*stale)
         for name in stale:
             self._identities.pop(name, None)
+        await self._join(config.cluster)
         memories = {s.name: SourceMemory.carried(s, self._memory.get(s.name)) for s in config.sources}
         self._memory = memories
         self.store.keep_sources((s.name, s.provider, memories[s.name].stats) for s in config.sources)
@@ -149,6 +161,7 @@ class Exporter:
                 memory=memories[source.name],
                 clock=self.clock,
                 log=self.log,
+                cluster=self.cluster,
             )
             self._scheduler.add(runner)
             self._identities[source.name] = wanted[source.name]
@@ -160,10 +173,30 @@ class Exporter:
             self.store.bump()
         return started
 
+    async def _join(self, settings: ClusterConfig | None) -> None:
+        """Join, leave or change the cluster (its runners have been stopped: their identity
+        includes the cluster settings)."""
+        if self.cluster is not None and self.cluster.settings == settings:
+            self.cluster.set_sources(self._names)
+            return
+        if self.cluster is not None:
+            await self.cluster.stop()
+            self.cluster = None
+            self.store.cluster = None
+        if settings is not None:
+            self.cluster = Cluster(settings, clock=self.clock, log=self.log)
+            self.cluster.set_sources(self._names)
+            self.cluster.on_change(self.store.bump)
+            self.store.cluster = self.cluster.stats
+            self.cluster.start()
+
     async def stop(self) -> None:
-        """Stop polling; a reload under way is cancelled, and none starts afterwards."""
+        """Stop polling; a reload under way is cancelled, and none starts afterwards.  A
+        replica leaves its cluster at once, so the others take its targets over now."""
         self._stopping = True
         if self._reloading is not None:
             self._reloading.cancel()
         async with self._lock:
             await self._scheduler.shutdown()
+            if self.cluster is not None:
+                await self.cluster.stop()

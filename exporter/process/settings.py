@@ -32,6 +32,7 @@ class Settings:
     log_level: str = "info"
     log_format: str = "logfmt"
     demo: bool = False
+    cluster_redis_url: str | None = None
 
 
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Settings)}
@@ -137,6 +138,14 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         help=f"(default: {d['log_format']})",
     )
     p.add_argument(
+        "--cluster.redis-url",
+        dest="cluster_redis_url",
+        metavar="URL",
+        default=d["cluster_redis_url"],
+        help="join the replicas sharing each source's budget through this Redis"
+        " (redis://, rediss:// or unix://; the same as cluster.redis_url in the file, which it overrides)",
+    )
+    p.add_argument(
         "--demo",
         action="store_true",
         help="poll the built-in simulator of the five vendor APIs (no credentials needed)",
@@ -156,6 +165,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         p.error(
             f"--web.telemetry-path {a.telemetry_path!r} must start with / and not clash with another page"
         )
+    if a.demo and a.cluster_redis_url:
+        p.error("--cluster.redis-url cannot be combined with --demo, which polls a simulator of its own")
     if a.listen_address is None:
         a.listen_address = DEMO_LISTEN_ADDRESS if a.demo else d["listen_address"]
     try:

@@ -10,6 +10,8 @@ out means every vendor where the action allows it):
     {"action": "seed", "value": 7}
     {"action": "add_streams", "vendor": "...", "count": 10000, "scenario": "steady"}
         -> {"ok": true, "streams": [the new keys]}
+    {"action": "limits", "vendor": "...", "endpoint": "*", "windows": [[20, 2.0], ...]}
+        (the vendor's rate limit of one endpoint group: requests per seconds, all holding)
     reset, set_viewers, drop, end_stream, start_stream, remove_stream, inject, clear_faults,
     quirk, configure: see `apply`.
 """
@@ -39,6 +41,21 @@ def _number(args: dict[str, Any], name: str, default: float | None = None) -> fl
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name!r} (a number) is required")
     return float(value)
+
+
+def _windows(value: Any) -> list[tuple[int, float]]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("'windows' is a list of [requests, seconds] pairs")
+    out = []
+    for pair in value:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(isinstance(x, int | float) and not isinstance(x, bool) and x > 0 for x in pair)
+        ):
+            raise ValueError("'windows' is a list of [requests, seconds] pairs of positive numbers")
+        out.append((int(pair[0]), float(pair[1])))
+    return out
 
 
 def _optional_vendor(args: dict[str, Any]) -> str | None:
@@ -110,6 +127,8 @@ def apply(sim: Simulator, args: dict[str, Any]) -> dict[str, Any]:
             raise ValueError("'scenario' must be a string")
         keys = sim.add_streams(_str(args, "vendor"), _int(args, "count"), scenario)
         return {"streams": keys}
+    elif action == "limits":
+        sim.set_limits(_str(args, "vendor"), str(args.get("endpoint", "*")), _windows(args.get("windows")))
     elif action == "reset":
         sim.reset()
     elif action == "set_viewers":
@@ -141,7 +160,7 @@ def apply(sim: Simulator, args: dict[str, Any]) -> dict[str, Any]:
                 setattr(sim, name, _number(args, name))
     else:
         raise ValueError(
-            "action is one of reset, set_viewers, drop, end_stream, start_stream, remove_stream, "
+            "action is one of limits, reset, set_viewers, drop, end_stream, start_stream, remove_stream, "
             "add_streams, inject, clear_faults, quirk, configure, latency, pieces, network, seed"
         )
     return {}

@@ -492,6 +492,16 @@ class Simulator:
     def viewers(self, vendor: str, key: str) -> int:
         return self.stream(vendor, key).viewers(self.now())
 
+    def set_limits(self, vendor: str, endpoint: str, windows: Sequence[Window]) -> None:
+        """Replace the rate limit of one of `vendor`'s endpoint groups ("*": the others)."""
+        limits = self.limits[self.vendor(vendor).name]
+        if endpoint not in limits:
+            raise KeyError(
+                f"{vendor} has no rate-limited endpoint group {endpoint!r} (has: {', '.join(limits)})"
+            )
+        limits[endpoint] = list(windows)
+        self.limiter.clear()
+
     def set_viewers(self, vendor: str, stream_key: str, value: float) -> None:
         """Replace the stream's curve by a fixed value (until changed again)."""
         self.stream(vendor, stream_key).set_viewers(self.now(), value)

@@ -70,6 +70,11 @@ from exporter.store.lines import (
     API_REQUESTS,
     BUDGET,
     BUILD_INFO,
+    CLUSTER_LEADER,
+    CLUSTER_MEMBERS,
+    CLUSTER_OWNED,
+    CLUSTER_REDIS_UP,
+    CLUSTER_REPLICA,
     CYCLE_DURATION,
     HEALTH_FAMILIES,
     IN_FLIGHT,
@@ -229,6 +234,18 @@ class StoreCollector(Collector):
         ok.add_metric([], 1.0 if self._reload.successful else 0.0)
         ts.add_metric([], self._reload.last_success)
         yield from (info, ok, ts)
+        cluster = self._store.cluster
+        if cluster is not None:
+            members, redis_up = _gauge(CLUSTER_MEMBERS, ()), _gauge(CLUSTER_REDIS_UP, ())
+            owned, leader = _gauge(CLUSTER_OWNED, src), _gauge(CLUSTER_LEADER, src)
+            replica = _gauge(CLUSTER_REPLICA, ("replica",))
+            members.add_metric([], float(len(cluster.members)))
+            redis_up.add_metric([], 1.0 if cluster.redis_up else 0.0)
+            replica.add_metric([cluster.replica], 1.0)
+            for s in self._store.sources.values():
+                owned.add_metric([s.provider, s.name], float(cluster.owned.get(s.name, 0)))
+                leader.add_metric([s.provider, s.name], 1.0 if s.name in cluster.leading else 0.0)
+            yield from (members, owned, leader, redis_up, replica)
 
 
 @dataclass
@@ -384,6 +401,7 @@ class MetricsCache:
             reload_successful=self._reload.successful,
             reload_last_success=self._reload.last_success,
             openmetrics=openmetrics,
+            cluster=self._store.cluster,
         )
         return (
             (own + self._process_lines(openmetrics) + b"# EOF\n")

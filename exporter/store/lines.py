@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
-from exporter.engine.stats import SourceStats
+from exporter.engine.stats import ClusterStats, SourceStats
 from exporter.model.catalog import CATALOG
 from exporter.model.samples import Sample
 
@@ -198,6 +198,31 @@ RELOAD_TIMESTAMP = FamilyDef(
     "gauge",
     "When the configuration was last loaded successfully, in Unix seconds.",
 )
+CLUSTER_MEMBERS = FamilyDef(
+    "livestream_exporter_cluster_members",
+    "gauge",
+    "Replicas alive in the cluster, as this replica last saw them in Redis.",
+)
+CLUSTER_OWNED = FamilyDef(
+    "livestream_exporter_cluster_owned_targets",
+    "gauge",
+    "Targets of the source this replica owns: polls and exports.",
+)
+CLUSTER_LEADER = FamilyDef(
+    "livestream_exporter_cluster_source_leader",
+    "gauge",
+    "Whether this replica holds the source's lease: sends its discovery and app-level requests.",
+)
+CLUSTER_REDIS_UP = FamilyDef(
+    "livestream_exporter_cluster_redis_up",
+    "gauge",
+    "Whether the last heartbeat reached Redis (0: polling with this replica's share of each budget).",
+)
+CLUSTER_REPLICA = FamilyDef(
+    "livestream_exporter_cluster_replica_info",
+    "gauge",
+    "This replica's name in the cluster (the replica label); always 1.",
+)
 #: the exporter's own families, in exposition order
 SELF_FAMILIES = (
     API_REQUESTS,
@@ -216,6 +241,11 @@ SELF_FAMILIES = (
     BUILD_INFO,
     RELOAD_OK,
     RELOAD_TIMESTAMP,
+    CLUSTER_MEMBERS,
+    CLUSTER_OWNED,
+    CLUSTER_LEADER,
+    CLUSTER_REDIS_UP,
+    CLUSTER_REPLICA,
 )
 
 
@@ -278,10 +308,12 @@ def self_metrics(
     reload_successful: bool,
     reload_last_success: float,
     openmetrics: bool,
+    cluster: ClusterStats | None = None,
 ) -> bytes:
     """The exporter's own families of the sources (provider, source name, stats), with headers."""
     fams: dict[FamilyDef, list[str]] = {f: [] for f in SELF_FAMILIES}
-    for provider, name, st in sources:
+    named = list(sources)
+    for provider, name, st in named:
         base = (("provider", provider), ("source", name))
         plain = labelstr(base)
         req = fams[API_REQUESTS]
@@ -324,12 +356,30 @@ def self_metrics(
     fams[BUILD_INFO].append(f"{BUILD_INFO.name}{build} 1.0\n")
     fams[RELOAD_OK].append(f"{RELOAD_OK.name} {'1.0' if reload_successful else '0.0'}\n")
     fams[RELOAD_TIMESTAMP].append(f"{RELOAD_TIMESTAMP.name} {go_float(reload_last_success)}\n")
+    if cluster is not None:
+        for fam, line in cluster_values(cluster, [(p, n) for p, n, _ in named]):
+            fams[fam].append(line)
     parts: list[bytes] = []
     for fdef, lines in fams.items():
         if lines:
             parts.append(fdef.header(openmetrics))
             parts.append(encode("".join(lines)))
     return b"".join(parts)
+
+
+def cluster_values(cluster: ClusterStats, sources: Iterable[tuple[str, str]]) -> list[tuple[FamilyDef, str]]:
+    """The cluster families' lines, for the sources (provider, name) of this replica."""
+    out = [
+        (CLUSTER_MEMBERS, f"{CLUSTER_MEMBERS.name} {go_float(len(cluster.members))}\n"),
+        (CLUSTER_REDIS_UP, f"{CLUSTER_REDIS_UP.name} {'1.0' if cluster.redis_up else '0.0'}\n"),
+        (CLUSTER_REPLICA, f"{CLUSTER_REPLICA.name}{labelstr([('replica', cluster.replica)])} 1.0\n"),
+    ]
+    for provider, name in sources:
+        ls = labelstr((("provider", provider), ("source", name)))
+        out.append((CLUSTER_OWNED, f"{CLUSTER_OWNED.name}{ls} {go_float(cluster.owned.get(name, 0))}\n"))
+        leads = "1.0" if name in cluster.leading else "0.0"
+        out.append((CLUSTER_LEADER, f"{CLUSTER_LEADER.name}{ls} {leads}\n"))
+    return out
 
 
 # -- any collector's families (the process metrics) -------------------------------------------

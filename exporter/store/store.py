@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from exporter.engine.stats import SourceStats
+from exporter.engine.stats import ClusterStats, SourceStats
 from exporter.model.errors import GoneError, PollError
 from exporter.model.samples import Sample, Target
 from exporter.store.expiry import Deadlines, Row
@@ -78,6 +78,8 @@ class Store:
         gzip_level: int = GZIP_LEVEL,
     ) -> None:
         self.sources: dict[str, SourceState] = {}
+        #: this replica's view of its cluster; None when it runs alone
+        self.cluster: ClusterStats | None = None
         self.generation = 0
         self.rows = RowTable(
             len(ROW_FAMILIES), block_slots=block_slots, chunk_blocks=chunk_blocks, gzip_level=gzip_level

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from operator import itemgetter
 
 from exporter import __version__
-from exporter.engine.stats import SourceStats
+from exporter.engine.stats import ClusterStats, SourceStats
 from exporter.model.durations import format_duration
 from exporter.model.samples import Origin
 from exporter.store.store import SourceState, TargetState
@@ -497,6 +497,31 @@ def _totals(summaries: list[SourceSummary]) -> str:
     )
 
 
+def _cluster(c: ClusterStats, sources: Iterable[SourceState]) -> str:
+    """Who polls what: every member's share of every source, and who holds its lease."""
+    redis = "reachable" if c.redis_up else "<b class=down>unreachable</b>: each replica polls what it owned"
+    members = list(c.members)
+    head = "".join(
+        f"<th class=n>{esc(m)}{'<br><small>this replica</small>' if m == c.replica else ''}</th>"
+        for m in members
+    )
+    rows = []
+    for s in sources:
+        assigned = c.assigned.get(s.name, {})
+        leader = c.leaders.get(s.name)
+        cells = "".join(
+            f'<td class="n">{count(assigned.get(m, 0))}{" &#9733;" if m == leader else ""}</td>'
+            for m in members
+        )
+        rows.append(f"<tr><td>{esc(s.name)}<br><small>{esc(s.provider)}</small></td>{cells}</tr>")
+    return (
+        f'<section id="cluster"><h2>Cluster</h2><p>{len(members)} replica(s) share every budget;'
+        f" Redis {redis}."
+        " Targets per replica; &#9733; holds the source's lease (discovery, app-level requests).</p>"
+        f"<table><tr><th>source</th>{head}</tr>{''.join(rows)}</table></section>"
+    )
+
+
 def _live(exporter: ExporterView, sources: Iterable[SourceState]) -> str:
     now_wall = exporter.clock.time()
     now_mono = exporter.clock.monotonic()
@@ -512,8 +537,10 @@ def _live(exporter: ExporterView, sources: Iterable[SourceState]) -> str:
     if not summaries:
         body = "<p>No sources configured.</p>"
     else:
+        cluster = exporter.store.cluster
         body = (
             _totals(summaries)
+            + (_cluster(cluster, (x.state for x in summaries)) if cluster is not None else "")
             + _summary_table(summaries)
             + "".join(_source_section(i, s) for i, s in enumerate(summaries))
         )

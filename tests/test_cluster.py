@@ -1,0 +1,175 @@
+"""Replicas sharing one vendor budget through a real Redis, polling the simulator as processes.
+
+The vendor's window is counted by the simulator on arrival; three replicas that did not
+share it would send three times what it allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from exporter.simulator.limits import max_in_window
+from tests.clusterrig import RedisServer, Replicas, SimulatorProcess, cluster_config, owners, run_simulator
+
+pytestmark = pytest.mark.timeout(180)
+
+STREAMS = 30
+#: the vendor's window: 20 requests per 2 s; 30 targets every second would need 30/s
+REQUESTS, PER = 20, 2.0
+TTL = 3.0
+METRIC = "livestream_concurrent_viewers"
+
+
+@dataclass
+class World:
+    sim: SimulatorProcess
+    redis: RedisServer
+    replicas: Replicas
+    streams: list[str]
+    viewers: dict[str, int]
+
+    async def refused(self) -> int:
+        return sum(1 for r in await self.sim.requests("fermion") if r["throttled"])
+
+    async def busiest_window(self) -> int:
+        return max_in_window([float(r["time"]) for r in await self.sim.requests("fermion")], PER)
+
+    async def each_once(self, within: float) -> float:
+        """Seconds until every stream is on exactly one replica with its exact value."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        last: object = None
+        while loop.time() - start < within:
+            scraped = await self.replicas.scrape()
+            where = owners(scraped, METRIC)
+            values = {
+                labels["stream"]: v
+                for samples in scraped.values()
+                for name, labels, v in samples
+                if name == METRIC and "stream" in labels
+            }
+            once = sorted(where) == sorted(self.streams) and all(len(r) == 1 for r in where.values())
+            if once and values == {s: float(n) for s, n in self.viewers.items()}:
+                return loop.time() - start
+            last = {s: r for s, r in where.items() if len(r) != 1} or len(where)
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"targets not each on one replica within {within}s: {last}")
+
+
+@contextlib.asynccontextmanager
+async def world(tmp_path: Path, replicas: int = 3, count: int = STREAMS) -> AsyncIterator[World]:
+    redis = RedisServer(tmp_path)
+    redis.start()
+    try:
+        async with run_simulator() as sim, contextlib.AsyncExitStack() as stack:
+            await sim.control(action="limits", vendor="fermion", endpoint="*", windows=[[REQUESTS, PER]])
+            streams = (await sim.control(action="add_streams", vendor="fermion", count=count))["streams"]
+            viewers = {s: 100 + i for i, s in enumerate(streams)}
+            for s, n in viewers.items():
+                await sim.control(action="set_viewers", vendor="fermion", stream=s, value=n)
+            config = cluster_config(
+                tmp_path / "config.yaml", sim_root=sim.root, redis=redis, streams=streams,
+                requests=REQUESTS, per=f"{PER:g}s", ttl=f"{TTL:g}s",
+            )  # fmt: skip
+            rs = Replicas(tmp_path, config, stack)
+            for i in range(replicas):
+                await rs.start(f"r{i}")
+            yield World(sim, redis, rs, streams, viewers)
+    finally:
+        redis.stop()
+
+
+async def test_three_replicas_share_the_budget_and_export_each_target_once(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        await w.each_once(within=20)
+        await asyncio.sleep(6)
+        await w.each_once(within=5)
+        members = {
+            name: [v for metric, _, v in samples if metric == "livestream_exporter_cluster_members"]
+            for name, samples in (await w.replicas.scrape()).items()
+        }
+        assert all(m == [3.0] for m in members.values()), members
+        # the landing page says who polls what
+        _, page = await next(iter(w.replicas.running.values())).get("/")
+        assert 'id="cluster"' in page and "this replica" in page
+        for p in w.replicas.running.values():
+            assert RedisServer.PASSWORD not in p.stderr
+        assert await w.refused() == 0
+        assert await w.busiest_window() <= REQUESTS
+
+
+async def test_a_killed_replica_loses_its_targets_to_the_others_within_ttl_and_an_interval(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as w:
+        await w.each_once(within=20)
+        scraped = await w.replicas.scrape()
+        interval = max(
+            v for s in scraped.values() for m, _, v in s if m == "livestream_exporter_poll_interval_seconds"
+        )
+        victim_streams = [s for s, r in owners(scraped, METRIC).items() if r == ["r0"]]
+        assert victim_streams, "r0 owned nothing"
+        w.replicas.kill("r0")
+        took = await w.each_once(within=TTL + interval + 10)
+        # the heartbeat that notices (every TTL/3) and the slot that polls come on top of TTL
+        assert took <= TTL + interval + TTL / 3 + 2, (took, interval)
+        assert await w.refused() == 0
+        assert await w.busiest_window() <= REQUESTS
+
+
+async def test_redis_outage_keeps_every_window_and_the_cluster_reforms(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        await w.each_once(within=20)
+        w.redis.stop()
+        await asyncio.sleep(TTL + 4)
+        scraped = await w.replicas.scrape()
+        up = {
+            n: [v for m, _, v in s if m == "livestream_exporter_cluster_redis_up"] for n, s in scraped.items()
+        }
+        assert all(u == [0.0] for u in up.values()), up
+        # each keeps exactly the targets it owned, and keeps them fresh
+        await w.each_once(within=5)
+        for p in w.replicas.running.values():
+            assert p.stderr.count("Redis unreachable") == 1, p.stderr[-2000:]
+        w.redis.start()
+        await asyncio.sleep(TTL)
+        scraped = await w.replicas.scrape()
+        for name, samples in scraped.items():
+            assert ("livestream_exporter_cluster_redis_up", 1.0) in [(m, v) for m, _, v in samples], name
+            assert ("livestream_exporter_cluster_members", 3.0) in [(m, v) for m, _, v in samples], name
+        await w.each_once(within=10)
+        await asyncio.sleep(4)
+        assert await w.refused() == 0
+        assert await w.busiest_window() <= REQUESTS
+
+
+async def test_a_429_answered_to_one_replica_pauses_every_replica(tmp_path: Path) -> None:
+    pause = 4.0
+    async with world(tmp_path) as w:
+        await w.each_once(within=20)
+        await w.sim.control(action="configure", retry_after_seconds=pause)
+        await w.sim.control(action="inject", vendor="fermion", kind="429")
+        await asyncio.sleep(pause + 3)
+        records = await w.sim.requests("fermion")
+        throttled = [float(r["time"]) for r in records if r["fault"] == "429"]
+        assert len(throttled) == 1
+        t = throttled[0]
+        # requests already on their way may still arrive just after; then nobody sends until the pause ends
+        during = [float(r["time"]) for r in records if t + 0.5 <= float(r["time"]) < t + pause - 0.2]
+        assert during == [], f"{len(during)} requests during the pause"
+        after = [float(r["time"]) for r in records if float(r["time"]) >= t + pause]
+        assert after, "polling did not resume"
+
+
+async def test_a_replica_that_owns_no_target_is_ready(tmp_path: Path) -> None:
+    async with world(tmp_path, count=1) as w:
+        await w.each_once(within=20)
+        for name, p in w.replicas.running.items():
+            status, _ = await p.get("/-/ready")
+            assert status == 200, name
