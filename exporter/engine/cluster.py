@@ -49,7 +49,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-_HEARTBEAT = LUA_NOW + """
+_HEARTBEAT = (
+    LUA_NOW
+    + """
 local ttl = tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -68,6 +70,7 @@ for i = 2, #KEYS do
 end
 return {now, members, holders}
 """
+)
 
 _LEAVE = """
 redis.call('ZREM', KEYS[1], ARGV[1])

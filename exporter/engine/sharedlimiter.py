@@ -46,7 +46,9 @@ DEGRADED_RECHECK_SECONDS = 0.5
 # KEYS: in flight, done, paused_until; ARGV: ticket, deadline ms after now, key lifetime
 # ms, then requests and per (ms) of each window.  Returns {granted, wait ms (-1: until an
 # answer), paused (1) or not, Redis' now in ms}.
-_ACQUIRE = LUA_NOW + """
+_ACQUIRE = (
+    LUA_NOW
+    + """
 local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
 if paused > now then return {0, paused - now, 1, now} end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES')
@@ -75,24 +77,31 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return {1, 0, 0, now}
 """
+)
 
 # KEYS: in flight, done; ARGV: ticket, key lifetime ms.  The answer arrived: the request
 # stays in the windows from now (a little after the real answer: on the safe side).
-_RELEASE = LUA_NOW + """
+_RELEASE = (
+    LUA_NOW
+    + """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('ZADD', KEYS[2], now, ARGV[1])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
 return now
 """
+)
 
 # KEYS: paused_until; ARGV: pause ms.  Every replica waits until the latest pause ends.
-_PAUSE = LUA_NOW + """
+_PAUSE = (
+    LUA_NOW
+    + """
 local until_ms = now + tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if until_ms > current then redis.call('SET', KEYS[1], until_ms, 'PX', tonumber(ARGV[1]) + 1000) end
 return now
 """
+)
 
 # KEYS: in flight, done; ARGV: key lifetime ms, how many completions to keep, then the
 # number of completions, (ticket, time ms) pairs, then (ticket, deadline ms) pairs in
