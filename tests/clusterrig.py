@@ -123,9 +123,9 @@ class Replicas:
     stack: contextlib.AsyncExitStack
     running: dict[str, ExporterProcess] = field(default_factory=dict)
 
-    async def start(self, name: str) -> ExporterProcess:
+    async def start(self, name: str, *args: str) -> ExporterProcess:
         p = await self.stack.enter_async_context(
-            run_exporter(self.tmp_path, config=self.config, wait_path="/-/healthy")
+            run_exporter(self.tmp_path, *args, config=self.config, wait_path="/-/healthy")
         )
         self.running[name] = p
         return p
@@ -151,6 +151,8 @@ def cluster_config(
     requests: int,
     per: str,
     ttl: str,
+    outage_grace: str = "10m",
+    password_in_url: bool = False,
 ) -> Path:
     """Fermion polled at the simulator; with `redis`, as a cluster (None: each alone)."""
     config = {
@@ -168,9 +170,13 @@ def cluster_config(
         **(
             {
                 "cluster": {
-                    "redis_url": redis.url,
-                    "redis_password_file": str(redis.password_file),
+                    **(
+                        {"redis_url": redis.url.replace("redis://", f"redis://:{redis.PASSWORD}@")}
+                        if password_in_url
+                        else {"redis_url": redis.url, "redis_password_file": str(redis.password_file)}
+                    ),
                     "heartbeat_ttl": ttl,
+                    "outage_grace": outage_grace,
                 }
             }
             if redis is not None
@@ -189,3 +195,48 @@ def owners(scraped: dict[str, list[tuple[str, dict[str, str], float]]], metric: 
             if name == metric and "stream" in labels:
                 out.setdefault(labels["stream"], []).append(replica)
     return out
+
+
+class RedisProxy:
+    """A TCP relay in front of Redis that can cut one replica off (a network partition)."""
+
+    def __init__(self, redis: RedisServer) -> None:
+        self.redis = redis
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        """Refuse new connections and reset the open ones."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.redis.port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers.difference_update((writer, up_writer))

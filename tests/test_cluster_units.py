@@ -14,7 +14,7 @@ from exporter.config.loader import Config, load_config, with_cluster_url
 from exporter.config.problems import ConfigError
 from exporter.config.schema import ClusterConfig
 from exporter.engine.cluster import Cluster, owner
-from exporter.engine.sharedlimiter import DEADLINE_MARGIN, SharedLimiter
+from exporter.engine.sharedlimiter import DEADLINE_MARGIN, SharedLimiter, split
 from exporter.model.clock import SYSTEM_CLOCK, FakeClock
 from exporter.model.windows import Window
 from exporter.process.settings import parse_args
@@ -80,7 +80,7 @@ def _load(tmp_path: Path, cluster: str) -> Config:
         ),
         (
             "cluster: {redis_url: redis://r:6379, heartbeat_ttl: 500ms}",
-            "cluster.heartbeat_ttl: must be at least 1s",
+            "cluster.heartbeat_ttl: must be at least 3s",
         ),
         ("cluster: {redis_url: redis://r:6379, replicas: 3}", "cluster.replicas: unknown key"),
         (
@@ -88,6 +88,7 @@ def _load(tmp_path: Path, cluster: str) -> Config:
             "cluster.redis_password_file:",
         ),
         ("cluster: {}", "cluster.redis_url: missing"),
+        ("cluster: {redis_url: 'redis://:pa/ss-secret@r:6379'}", "cluster.redis_url: is not a valid URL"),
     ],
 )
 def test_cluster_settings_are_checked_with_their_key_path(tmp_path: Path, cluster: str, problem: str) -> None:
@@ -170,18 +171,19 @@ async def test_a_dead_replicas_requests_hold_their_place_until_their_deadline(
     redis: RedisServer,
 ) -> None:
     windows = [Window(2, 0.5)]
-    _, dead = await _replica(redis, "dead", windows, answer_timeout=0.5)
+    dead_cluster, dead = await _replica(redis, "dead", windows, answer_timeout=0.5)
     live_cluster, live = await _replica(redis, "live", windows, answer_timeout=0.5)
+    start = time.monotonic()
     for _ in range(2):
         await dead.acquire()  # never released: the replica died with them in flight
-    start = time.monotonic()
     ticket = await live.acquire()
     waited = time.monotonic() - start
     live.release(ticket)
     await live.close()
-    await live_cluster.stop()
-    # the dead requests count until timeout + margin, then for one window
-    assert waited >= 0.5 + DEADLINE_MARGIN - 0.2
+    for cluster in (live_cluster, dead_cluster):
+        await cluster.stop()
+    # they count as in flight until the timeout and the margin, then for one window
+    assert waited >= 0.5 + DEADLINE_MARGIN + 0.5 - 0.05
 
 
 # -- without Redis: this replica's share -------------------------------------------------------
@@ -192,10 +194,10 @@ def _offline(clock: FakeClock, windows: list[Window]) -> SharedLimiter:
     return SharedLimiter({"default": windows}, clock, cluster=cluster, source="src", timeout=1.0)
 
 
-async def test_without_redis_a_replica_sends_at_most_its_share_rounded_down() -> None:
+async def test_without_redis_a_replica_sends_at_most_its_part_of_the_window() -> None:
     clock = FakeClock()
     limiter = _offline(clock, [Window(10, 1.0)])
-    limiter.set_shares({"default": 0.45})  # 4.5 of 10: four
+    limiter.set_allowed({"default": split([Window(10, 1.0)], {"me": 9, "other": 12})["me"]})  # 4.3 of 10: 4
     sent = []
     end = clock.monotonic() + 5.0
     while clock.monotonic() < end:
@@ -208,9 +210,11 @@ async def test_without_redis_a_replica_sends_at_most_its_share_rounded_down() ->
 async def test_without_redis_a_share_that_just_grew_is_not_trusted_for_a_window() -> None:
     clock = FakeClock()
     limiter = _offline(clock, [Window(10, 1.0)])
-    limiter.set_shares({"default": 0.3})
+    limiter.set_allowed({"default": (Window(3, 1.0),)})
     clock.advance(60)
-    limiter.set_shares({"default": 0.6})  # e.g. a member left: its requests may still be in the window
+    limiter.set_allowed(
+        {"default": (Window(6, 1.0),)}
+    )  # a member left: its requests may still be in the window
     assert [w.requests for w in limiter.windows_now("default")] == [3]
     clock.advance(1.0 + 1.0 + DEADLINE_MARGIN)  # a window and a request's deadline later
     assert [w.requests for w in limiter.windows_now("default")] == [6]
@@ -229,3 +233,95 @@ def test_config_check_names_the_cluster_without_its_password(tmp_path: Path) -> 
     assert r.returncode == 0, r.stderr
     assert "cluster: replicas share every budget through redis://" in r.stdout
     assert "pw-in-url-9" not in r.stdout + r.stderr
+
+
+def test_the_parts_of_a_window_add_up_to_exactly_the_window_and_follow_the_work() -> None:
+    windows = [Window(250, 10.0), Window(1200, 300.0)]
+    parts = {"a": 340, "b": 332, "c": 333}
+    split_up = split(windows, parts)
+    for i, w in enumerate(windows):
+        assert sum(split_up[m][i].requests for m in parts) == w.requests
+    assert [w.requests for w in split_up["a"]] == [84, 406]
+    # a member without work gets nothing; every replica computes the same split
+    assert split([Window(1, 1.0)], {"b": 1, "a": 1, "c": 0}) == split(
+        [Window(1, 1.0)], {"c": 0, "a": 1, "b": 1}
+    )
+    assert split([Window(5, 1.0)], {"a": 2, "idle": 0})["idle"] == (Window(0, 1.0),)
+
+
+# -- this replica's membership -----------------------------------------------------------------
+
+
+async def test_a_new_member_polls_only_once_every_other_member_has_seen_it(redis: RedisServer) -> None:
+    clock = FakeClock(autojump=False)
+    cluster = Cluster(_settings(redis.url, RedisServer.PASSWORD), clock=clock, log=LOG, replica="new")
+    cluster.set_sources(["src"])
+    await cluster.beat()
+    assert cluster.redis_up and not cluster.polling
+    clock.advance(cluster.ttl / 3 + 2 * 1.0 + 0.01)
+    assert cluster.polling
+    await cluster.stop()
+
+
+async def test_a_member_cut_off_for_the_outage_grace_stops_polling_until_it_is_back(
+    redis: RedisServer,
+) -> None:
+    clock = FakeClock(autojump=False)
+    settings = ClusterConfig.model_validate(
+        {
+            "redis_url": redis.url,
+            "redis_password": RedisServer.PASSWORD,
+            "heartbeat_ttl": "3s",
+            "outage_grace": "1m",
+        }
+    )
+    cluster = Cluster(settings, clock=clock, log=LOG, replica="me")
+    await cluster.beat()
+    clock.advance(10)
+    assert cluster.polling
+    await cluster.beat()  # the last heartbeat that reaches Redis
+    redis.stop()
+    await cluster.beat()  # Redis is gone: keep polling with the parts of the budgets
+    assert not cluster.redis_up and cluster.polling
+    clock.advance(59)
+    assert cluster.polling
+    clock.advance(2)
+    assert not cluster.polling
+    redis.start()
+    await cluster.beat()
+    assert cluster.redis_up and not cluster.polling  # the others must see it join again first
+    clock.advance(cluster.ttl / 3 + 2.01)
+    assert cluster.polling
+    await cluster.stop()
+
+
+async def test_a_reload_during_a_heartbeat_changes_the_sources_of_the_next_one(redis: RedisServer) -> None:
+    cluster = Cluster(_settings(redis.url, RedisServer.PASSWORD), clock=SYSTEM_CLOCK, log=LOG, replica="me")
+    cluster.set_sources(["a"])
+    beat = asyncio.ensure_future(cluster.beat())
+    await asyncio.sleep(0)
+    cluster.set_sources(["a", "b", "c"])
+    await beat
+    assert set(cluster.holders) == {"a"}
+    await cluster.beat()
+    assert cluster.holders == {"a": "me", "b": "me", "c": "me"}
+    await cluster.stop()
+
+
+async def test_a_replica_that_vanished_keeps_its_budget_reserved_but_not_one_that_left(
+    redis: RedisServer,
+) -> None:
+    members = [
+        Cluster(_settings(redis.url, RedisServer.PASSWORD), clock=SYSTEM_CLOCK, log=LOG, replica=n)
+        for n in "abc"
+    ]
+    for c in members:
+        await c.beat()
+    await members[2].stop()  # c leaves on purpose
+    crashed = members[1]
+    await crashed.redis.aclose()  # b stops heartbeating without leaving
+    await asyncio.sleep(3.1)
+    await members[0].beat()
+    assert members[0].members == ("a",)
+    assert members[0].budget_members == ("a", "b")
+    await members[0].stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
@@ -52,9 +53,6 @@ class GlobalConfig(Strict):
     stale_after: Duration = 300.0
 
 
-_REDIS_URL_RE = re.compile(r"^(redis|rediss|unix)://\S+$")
-
-
 class ClusterConfig(Strict):
     """Replicas sharing each source's budget through Redis."""
 
@@ -64,29 +62,45 @@ class ClusterConfig(Strict):
     redis_password: Secret | None = None
     #: a replica that has not renewed its membership for this long has left
     heartbeat_ttl: Duration = 15.0
+    #: how long a replica cut off from Redis polls on with its share of each budget (and how
+    #: long the others keep a vanished replica's share reserved)
+    outage_grace: Duration = 600.0
     #: every key the cluster writes starts with this (one Redis for several clusters)
     key_prefix: str = Field(default="livestream-exporter", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, v: str) -> str:
-        if not _REDIS_URL_RE.match(v):
+        # the message never repeats the URL: it may hold a password
+        try:
+            url = urlsplit(v)
+            port = url.port
+        except ValueError:
+            raise ValueError("is not a valid URL (check the port, and %-encode a password's @ : /)") from None
+        if url.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if url.scheme == "unix" and not url.path:
+            raise ValueError("a unix:// URL needs the socket's path")
+        if url.scheme != "unix" and not url.hostname:
+            raise ValueError("needs a host")
+        del port
         return v
 
     @field_validator("heartbeat_ttl")
     @classmethod
     def _ttl(cls, v: float) -> float:
-        if v < 1.0:
-            raise ValueError("must be at least 1s")
+        # a heartbeat may take two Redis timeouts (a retry): three of them fit in the TTL
+        if v < 3.0:
+            raise ValueError("must be at least 3s")
         return v
 
     def secrets(self) -> set[str]:
         out = {self.redis_password.get_secret_value()} if self.redis_password else set()
-        # a password written into the URL (redis://:secret@host) is a secret too
-        userinfo = self.redis_url.split("://", 1)[1].split("@", 1)
-        if len(userinfo) == 2 and ":" in userinfo[0]:
-            out.add(userinfo[0].split(":", 1)[1])
+        # a password written into the URL (redis://:secret@host) is a secret too, as written
+        # and decoded
+        password = urlsplit(self.redis_url).password
+        if password:
+            out.update((password, unquote(password)))
         return {v for v in out if v}
 
 

@@ -29,13 +29,14 @@ from exporter.config.schema import SourceBase
 from exporter.engine.cluster import Cluster, owner
 from exporter.engine.http import HttpClient
 from exporter.engine.limiter import SourceLimiter
-from exporter.engine.sharedlimiter import SharedLimiter, share_of
+from exporter.engine.sharedlimiter import SharedLimiter, split
 from exporter.engine.sink import PollSink
 from exporter.engine.stats import SourceStats
 from exporter.engine.targetlists import TargetLists
 from exporter.model.clock import Clock
 from exporter.model.errors import GoneError, InternalError, ParseError, PollError, ThrottledError
 from exporter.model.samples import Origin, Outcome, Sample, Target
+from exporter.model.windows import Window
 from exporter.providers.base import provider_class
 
 R = TypeVar("R")
@@ -164,6 +165,9 @@ class SourceRunner:
         self._free = asyncio.Semaphore(self.max_in_flight)
         #: targets whose poll is in flight
         self._polling: set[str] = set()
+        #: the cycle dispatching or in flight, and the targets this replica owned at the last look
+        self._cycle: Cycle | None = None
+        self._owned_keys: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         #: set by stop(): a dispatch still running sends nothing more
         self._stopped = False
@@ -174,10 +178,13 @@ class SourceRunner:
         self.interval = previous or self.configured_interval
         #: the interval the source's leaseholder planned, for every replica to keep
         self._shared_interval: float | None = None
-        self._assigned: dict[str, list[Target[Any]]] = {}
-        self._assigned_for: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self._assigned: dict[
+            tuple[str, ...], tuple[tuple[tuple[str, ...], tuple[int, ...]], dict[str, list[Target[Any]]]]
+        ] = {}
+        #: said once: the budget leaves this replica no request in some window
+        self._starved = False
         self._plan(quiet=not previous)
-        sink.set_targets(self.name, self.owned())
+        self._set_targets()
         if cluster is not None:
             cluster.on_change(self._ownership_changed)
 
@@ -216,23 +223,31 @@ class SourceRunner:
         return out + [t for t in self.discovered if t.key not in keys and t.stream not in labels]
 
     def owned(self) -> list[Target[Any]]:
-        """The targets this replica polls and exports: all of them without a cluster."""
+        """The targets this replica polls and exports: all of them without a cluster, none
+        while it may not poll (joining, or cut off from Redis too long)."""
         if self.cluster is None:
             return self.targets()
-        return self.assignment().get(self.cluster.replica, [])
+        if not self.cluster.polling:
+            return []
+        return self.assignment(self.cluster.members).get(self.cluster.replica, [])
 
-    def assignment(self) -> dict[str, list[Target[Any]]]:
+    def assignment(self, members: tuple[str, ...]) -> dict[str, list[Target[Any]]]:
         """Every member's targets, by rendezvous hashing (the same on every replica)."""
-        assert self.cluster is not None
-        members = self.cluster.members
         targets = self.targets()
-        signature = (members, tuple(t.key for t in targets))
-        if signature != self._assigned_for:
+        signature = (members, tuple(map(id, targets)))
+        cached = self._assigned.get(members)
+        if cached is None or cached[0] != signature:
             assigned: dict[str, list[Target[Any]]] = {m: [] for m in members}
             for t in targets:
                 assigned[owner(members, self.name, t.key)].append(t)
-            self._assigned, self._assigned_for = assigned, signature
-        return self._assigned
+            # the lists of the live members and of the budget's members, no older ones
+            self._assigned = {k: v for k, v in self._assigned.items() if k in self._recent(members)}
+            self._assigned[members] = cached = (signature, assigned)
+        return cached[1]
+
+    def _recent(self, members: tuple[str, ...]) -> set[tuple[str, ...]]:
+        assert self.cluster is not None
+        return {self.cluster.members, self.cluster.budget_members} - {members}
 
     def leads(self) -> bool:
         """Whether this replica sends the source-level requests (discovery, app-level)."""
@@ -240,11 +255,44 @@ class SourceRunner:
 
     def _ownership_changed(self) -> None:
         """Members or leases changed: targets lost are dropped from /metrics at once, targets
-        won are polled from the next slot on."""
+        won are polled from the next slot on; app-level values go with the lease."""
         if self._stopped:
             return
         self._plan(quiet=True)
-        self.sink.set_targets(self.name, self.owned())
+        before = self._owned_keys
+        owned = self._set_targets()
+        gained = [t for t in owned if t.key not in before and t.key not in self._polling]
+        if gained and self._cycle is not None and self._owned_keys:
+            # taken over from a replica that left: polled now, within the budget, not a cycle later
+            self._track_task(asyncio.get_running_loop().create_task(self._poll_gained(self._cycle, gained)))
+        if not self.leads() and self.provider.app_metrics():
+            self.sink.record_app(self.name, [], mono=self.clock.monotonic())
+
+    async def _poll_gained(self, cycle: Cycle, gained: list[Target[Any]]) -> None:
+        size = max(1, self.provider.batch_size())
+        for i in range(0, len(gained), size):
+            batch = [
+                t for t in gained[i : i + size] if t.key not in self._polling and t.key in self._owned_keys
+            ]
+            if not batch:
+                continue
+            await self._free.acquire()
+            if self._stopped:
+                self._free.release()
+                return
+            self._polling.update(t.key for t in batch)
+            self._spawn(cycle, self.poll_batch(batch))
+
+    def _set_targets(self) -> list[Target[Any]]:
+        """Export (and from now on poll) the targets this replica owns."""
+        owned = self.owned()
+        self.sink.set_targets(self.name, owned)
+        self._owned_keys = {t.key for t in owned}
+        return owned
+
+    def _track_task(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _labels_besides(self, origin: str) -> dict[str, str]:
         """Stream label -> key of the configured targets and of every other file or URL."""
@@ -265,7 +313,7 @@ class SourceRunner:
         """A file or the URL brought a new list: new targets are polled from the next slot
         on, removed ones lose their series at once, and the plan follows the count."""
         self._plan()
-        self.sink.set_targets(self.name, self.owned())
+        self._set_targets()
 
     def batches(self) -> list[list[Target[Any]]]:
         """This replica's batches (all of them without a cluster)."""
@@ -305,10 +353,14 @@ class SourceRunner:
         answer = self.answer_seconds()
         requests = self.requests_per_cycle()
         budget = self.limiter.interval_for(requests, answer)
-        concurrency = sum(requests.values()) * answer / self.max_in_flight
-        interval = max(self.configured_interval, budget, concurrency)
-        if self.cluster is not None:
-            interval = self._cluster_plan(requests, interval)
+        if self.cluster is None:
+            concurrency = sum(requests.values()) * answer / self.max_in_flight
+            interval = max(self.configured_interval, budget, concurrency)
+        else:
+            budget, concurrency = self._cluster_plan(budget, answer)
+            interval = max(self.configured_interval, budget, concurrency)
+            if not self.leads() and self._shared_interval is not None:
+                interval = max(self._shared_interval, self.configured_interval)
         if abs(interval - self.interval) > 1e-3 * self.interval and not quiet:
             self.log.info(
                 "poll interval changed",
@@ -325,41 +377,54 @@ class SourceRunner:
         self.stats.targets = len(self.targets())
         self.sink.changed()
 
-    def _cluster_plan(self, requests: dict[str, int], interval: float) -> float:
-        """Each member's share of every bucket, its part of the source's requests per cycle;
-        this replica holds itself to its share.  The interval must let every member send
-        its part within its share; replicas without the lease keep the leaseholder's plan."""
-        assert self.cluster is not None and isinstance(self.limiter, SharedLimiter)
-        leader = self.cluster.leader(self.name)
-        parts = {
-            m: self.member_requests(len(ts), m == leader or (leader is None and m == self.cluster.replica))
-            for m, ts in self.assignment().items()
-        }
-        totals = {b: sum(p.get(b, 0) for p in parts.values()) for b in self.limiter.buckets}
-        answer = self.answer_seconds()
-        for m, part in parts.items():
-            shares = {b: (part.get(b, 0) / n if n else 0.0) for b, n in totals.items()}
-            if m == self.cluster.replica:
-                self.limiter.set_shares(shares)
-            for b, n in part.items():
-                windows = share_of(self.limiter.buckets[b].windows, shares[b])
-                needed = self.limiter.buckets[b].interval_for(n, answer, windows)
+    def _cluster_plan(self, budget: float, answer: float) -> tuple[float, float]:
+        """The intervals the budget and the requests in flight demand when every member
+        sends its part of a cycle within its part of every window; this replica's part
+        goes to its limiter.  The parts of the budget are computed over the members and the
+        replicas that vanished lately (their parts stay reserved), the requests over the
+        members that poll: while a vanished replica's part is reserved, the others poll its
+        targets at a longer interval."""
+        cluster = self.cluster
+        assert cluster is not None and isinstance(self.limiter, SharedLimiter)
+        leader = cluster.leader(self.name)
+        reserved = self.assignment(cluster.budget_members)
+        parts = {m: self.member_requests(len(ts), m == leader) for m, ts in reserved.items()}
+        polled = self.assignment(cluster.members)
+        sends = {m: self.member_requests(len(ts), m == leader) for m, ts in polled.items()}
+        mine: dict[str, tuple[Window, ...]] = {}
+        concurrency = 0.0
+        for name, bucket in self.limiter.buckets.items():
+            windows = split(bucket.windows, {m: p.get(name, 0) for m, p in parts.items()})
+            mine[name] = windows.get(cluster.replica, ())
+            for m, n in sends.items():
+                needed = bucket.interval_for(n.get(name, 0), answer, windows.get(m, ()))
                 if math.isfinite(needed):
-                    interval = max(interval, needed)
-        self.cluster.stats.owned[self.name] = len(self.owned())
-        self.cluster.stats.assigned[self.name] = {m: len(ts) for m, ts in self.assignment().items()}
-        if self.leads() or self._shared_interval is None:
-            return interval
-        return max(self._shared_interval, self.configured_interval)
+                    budget = max(budget, needed)
+                elif m == cluster.replica and not self._starved:
+                    self._starved = True
+                    self.log.warning(
+                        "budget too small to give this replica a request in every window: it polls"
+                        " nothing of this source; use fewer replicas or a larger rate_limit",
+                        bucket=name,
+                        members=len(parts),
+                    )
+        for n in sends.values():
+            concurrency = max(concurrency, sum(n.values()) * answer / self.max_in_flight)
+        self.limiter.set_allowed(mine)
+        cluster.stats.owned[self.name] = len(self.owned())
+        cluster.stats.assigned[self.name] = {m: len(ts) for m, ts in polled.items()}
+        return budget, concurrency
 
     async def _follow(self) -> None:
         """Take the leaseholder's discovered list and plan (a replica without the lease)."""
         assert self.cluster is not None
-        discovered, interval = await self.cluster.shared(self.name)
-        if interval is not None:
-            self._shared_interval = interval
-        if discovered is not None and self.source.discovery_enabled():
-            targets = self._revive(discovered)
+        shared = await self.cluster.shared(self.name)
+        if shared.interval is not None:
+            self._shared_interval = shared.interval
+        if shared.pages is not None:
+            self.provider.discovery_requests = self.memory.discovery_requests = shared.pages
+        if shared.discovered is not None and self.source.discovery_enabled():
+            targets = self._revive(shared.discovered)
             if {t.key for t in targets} != {t.key for t in self.discovered}:
                 self.discovered = self.memory.discovered = targets
                 self._targets_changed()
@@ -388,7 +453,9 @@ class SourceRunner:
             if self.source.discovery_enabled() and self._discovered_once
             else None
         )
-        await self.cluster.publish(self.name, discovered=discovered, interval=self.interval)
+        await self.cluster.publish(
+            self.name, discovered=discovered, pages=self.provider.discovery_requests, interval=self.interval
+        )
 
     # -- one cycle ----------------------------------------------------------------------
     async def run_cycle(self) -> None:
@@ -414,7 +481,7 @@ class SourceRunner:
             if not self.leads() and self.cluster.redis_up:
                 await self._follow()
         self._plan()  # the target list, the batch size or the answer times may have changed
-        cycle = Cycle(start=self.clock.monotonic(), interval=self.interval)
+        cycle = self._cycle = Cycle(start=self.clock.monotonic(), interval=self.interval)
         leads = self.leads()
         pages = await self._dispatch_discovery(cycle) if self.source.discovery_enabled() and leads else 0
         if pages is None:
@@ -424,7 +491,7 @@ class SourceRunner:
         #: the app-level poll (None), then the batches
         jobs: list[list[Target[Any]] | None] = [None] if self.provider.app_metrics() and leads else []
         jobs.extend(self.batches())
-        if not jobs and not pages:
+        if self.cluster is not None and not jobs and not pages:
             # a replica that owns none of the source's targets has done its part (readiness)
             self.sink.mark_attempted(self.name)
         spacing = cycle.interval / max(1, pages + len(jobs))
@@ -437,10 +504,14 @@ class SourceRunner:
                 shift += pause
                 due += pause
                 await self.clock.sleep(pause)
+            if self.cluster is not None and not (self.cluster.polling and (job is not None or self.leads())):
+                continue  # no longer this replica's to send (cut off from Redis too long, lease lost)
             if job is not None:
-                job = [t for t in job if t.key not in self._polling]  # noqa: PLW2901
+                # a target still in flight from the previous cycle is never polled twice at once,
+                # and one that went to another replica meanwhile is no longer polled here
+                job = [t for t in job if t.key not in self._polling and t.key in self._owned_keys]  # noqa: PLW2901
                 if not job:
-                    continue  # still in flight from the previous cycle: never two polls of a target
+                    continue
             await self._free.acquire()
             if self._stopped:
                 self._free.release()
@@ -507,8 +578,7 @@ class SourceRunner:
                 self._track(cycle)
 
         task = asyncio.get_running_loop().create_task(slot())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track_task(task)
         return task
 
     def _track(self, cycle: Cycle) -> None:
@@ -673,7 +743,7 @@ class SourceRunner:
             self._targets_changed()
 
     def _targets_changed(self) -> None:
-        self.sink.set_targets(self.name, self.owned())
+        self._set_targets()
         self.stats.targets = len(self.targets())
         self.sink.changed()
 

@@ -9,17 +9,19 @@ flight cannot release them: each carries a deadline (the request timeout and a m
 after which it counts as finished then.  A vendor's "slow down" becomes the source's
 shared `paused_until`, which every replica's next request waits for.
 
-Each replica also holds itself, always, to its share of each window: the part of the
-source's requests per cycle that its owned targets (and its leases) make, rounded down,
-counted over its own requests in its local buckets.  The shares of all replicas add up to
-at most the window, so when Redis cannot be reached a replica simply goes on with its
-share: no window can be exceeded, even one that straddles the outage, because every
-request before it was within the sender's share too.  The shared windows are what holds
-while shares move: when a replica dies its requests still occupy Redis' windows, and the
-survivors' larger shares only count once Redis has seen them.  A share that grew less
-than a window (and a request timeout) ago is not trusted during an outage: the smaller
-one applies until then.  When Redis is back, the replica first writes its requests of the
-outage into the shared windows (idempotently, by ticket), then shares again.
+Each replica also holds itself, always, to its part of each window: the window's requests
+divided in proportion to the members' requests per cycle (their owned targets, and the
+leases), by largest remainder, counted over its own requests in its local buckets.  The
+parts of all replicas add up to exactly the window, so when Redis cannot be reached a
+replica simply goes on with its part: no window can be exceeded, even one that straddles
+the outage, because every request before it was within the sender's part too.  A replica
+that vanished (it may only be cut off from Redis) keeps its part reserved for
+`outage_grace`, after which it has stopped polling.  The shared windows are what holds
+while parts move (a replica left, or joined): its requests still occupy Redis' windows.
+A part that grew less than a window (and a request timeout) ago is not trusted during an
+outage: the smaller one applies until then.  When Redis is back, the replica first writes
+its requests of the outage into the shared windows (idempotently, by ticket), then shares
+again.
 """
 
 from __future__ import annotations
@@ -128,9 +130,21 @@ return 1
 """
 
 
-def share_of(windows: Sequence[Window], share: float) -> tuple[Window, ...]:
-    """This replica's part of `windows`: rounded down, so the parts never add up to more."""
-    return tuple(Window(math.floor(w.requests * share + 1e-9), w.per) for w in windows)
+def split(windows: Sequence[Window], parts: Mapping[str, int]) -> dict[str, tuple[Window, ...]]:
+    """Each member's windows: every window's requests divided in proportion to the members'
+    parts (largest remainder, ties to the smaller name), so that they add up to exactly the
+    window, and every replica computes the same split."""
+    total = sum(n for n in parts.values() if n > 0)
+    out: dict[str, list[Window]] = {m: [] for m in parts}
+    for w in windows:
+        quotas = {m: (w.requests * n / total if total and n > 0 else 0.0) for m, n in parts.items()}
+        given = {m: math.floor(q) for m, q in quotas.items()}
+        left = w.requests - sum(given.values()) if total else 0
+        for m in sorted((m for m in parts if quotas[m] > 0), key=lambda m: (given[m] - quotas[m], m))[:left]:
+            given[m] += 1
+        for m in parts:
+            out[m].append(Window(given[m], w.per))
+    return {m: tuple(ws) for m, ws in out.items()}
 
 
 class SharedLimiter(SourceLimiter):
@@ -163,12 +177,16 @@ class SharedLimiter(SourceLimiter):
         self._release = redis.register_script(_RELEASE)
         self._pause = redis.register_script(_PAUSE)
         self._replay = redis.register_script(_REPLAY)
-        #: this replica's part of each bucket (set by its runner), and what it was before it
-        #: last grew (trusted instead during an outage until `_grown_until`)
-        self.shares: dict[str, float] = {b: 1.0 for b in buckets}
-        self._before_growth: dict[str, float] = dict(self.shares)
+        #: this replica's part of each bucket's windows (set by its runner), and what it was
+        #: before it last grew (trusted instead during an outage until `_grown_until`)
+        self.allowed: dict[str, tuple[Window, ...]] = {b: tuple(self.buckets[b].windows) for b in buckets}
+        self._before_growth = dict(self.allowed)
         self._grown_until = -math.inf
         self._settle = longest + self.deadline
+        if isinstance(previous, SharedLimiter):
+            self._before_growth = {b: previous._before_growth.get(b, w) for b, w in self.allowed.items()}
+            self._grown_until = previous._grown_until
+            self.allowed = {b: previous.allowed.get(b, w) for b, w in self.allowed.items()}
         #: tickets in flight (number -> id), and each bucket's latest completions with theirs
         self._flying: dict[int, str] = {}
         self._completed: dict[str, deque[tuple[float, str]]] = {
@@ -188,29 +206,24 @@ class SharedLimiter(SourceLimiter):
             self._synced = False
         self._changed.set()
 
-    def set_shares(self, shares: Mapping[str, float]) -> None:
-        """This replica's part of each bucket from now on."""
-        new = {b: shares.get(b, 0.0) for b in self.buckets}
-        if any(new[b] > self.shares[b] + 1e-12 for b in new):
+    def set_allowed(self, allowed: Mapping[str, Sequence[Window]]) -> None:
+        """This replica's part of each bucket's windows from now on."""
+        new = {b: tuple(allowed.get(b, ())) or _closed(self.buckets[b].windows) for b in self.buckets}
+        if any(_grew(self.allowed[b], new[b]) for b in new):
             now = self._clock.monotonic()
-            if now >= self._grown_until:
-                self._before_growth = dict(self.shares)
-            else:
-                self._before_growth = {b: min(v, self.shares[b]) for b, v in self._before_growth.items()}
+            before = self.allowed if now >= self._grown_until else self._before_growth
+            self._before_growth = {b: _smaller(before[b], self.allowed[b]) for b in new}
             self._grown_until = now + self._settle
-        self.shares = new
+        self.allowed = new
         self._changed.set()
 
-    def share(self, bucket: str) -> float:
-        """The share this replica may use now."""
-        share = self.shares.get(bucket, 0.0)
-        if not self.cluster.redis_up and self._clock.monotonic() < self._grown_until:
-            share = min(share, self._before_growth.get(bucket, 0.0))
-        return share
-
     def windows_now(self, bucket: str) -> tuple[Window, ...]:
-        """The windows this replica holds itself to now: its share of the bucket's."""
-        return share_of(self.buckets[bucket].windows, self.share(bucket))
+        """The windows this replica holds itself to now: its part of the bucket's, or what
+        it had before that grew, during an outage that began too soon after."""
+        allowed = self.allowed[bucket]
+        if not self.cluster.redis_up and self._clock.monotonic() < self._grown_until:
+            return _smaller(allowed, self._before_growth[bucket])
+        return allowed
 
     def _id(self, number: int) -> str:
         return f"{self.cluster.replica}:{number}"
@@ -341,3 +354,15 @@ class SharedLimiter(SourceLimiter):
             await asyncio.wait(list(self._tasks), timeout=2 * REDIS_TIMEOUT_SECONDS)
         for task in list(self._tasks):
             task.cancel()
+
+
+def _closed(windows: Sequence[Window]) -> tuple[Window, ...]:
+    return tuple(Window(0, w.per) for w in windows)
+
+
+def _grew(old: Sequence[Window], new: Sequence[Window]) -> bool:
+    return any(n.requests > o.requests for o, n in zip(old, new, strict=True))
+
+
+def _smaller(a: Sequence[Window], b: Sequence[Window]) -> tuple[Window, ...]:
+    return tuple(min(x, y, key=lambda w: w.requests) for x, y in zip(a, b, strict=True))

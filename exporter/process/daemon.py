@@ -22,6 +22,7 @@ from exporter.config.schema import ClusterConfig, SourceBase
 from exporter.engine.cluster import Cluster
 from exporter.engine.runner import SourceMemory, SourceRunner
 from exporter.engine.scheduler import PollScheduler
+from exporter.engine.sharedlimiter import DEADLINE_MARGIN
 from exporter.model.clock import SYSTEM_CLOCK, Clock
 from exporter.model.offloop import READ_TIMEOUT_SECONDS, OffLoopTimeout, off_loop
 from exporter.model.redaction import REDACTOR
@@ -69,6 +70,7 @@ class Exporter:
         #: the reload running now, cancelled by stop()
         self._reloading: asyncio.Task[object] | None = None
         self._names: list[str] = []
+        self._settle = 0.0
 
     @property
     def runners(self) -> dict[str, SourceRunner]:
@@ -142,6 +144,10 @@ class Exporter:
         """Run `config`: start new and changed sources, stop removed ones; how many (re)started."""
         wanted = {s.name: _identity(config, s) for s in config.sources}
         self._names = list(wanted)
+        self._settle = max(
+            (max(w.per for ws in config.windows_of(s).values() for w in ws) for s in config.sources),
+            default=0.0,
+        ) + (config.global_.timeout + DEADLINE_MARGIN)
         stale = [n for n in self._scheduler.runners if self._identities.get(n) != wanted.get(n)]
         await self._scheduler.remove(*stale)
         for name in stale:
@@ -177,7 +183,7 @@ class Exporter:
         """Join, leave or change the cluster (its runners have been stopped: their identity
         includes the cluster settings)."""
         if self.cluster is not None and self.cluster.settings == settings:
-            self.cluster.set_sources(self._names)
+            self.cluster.set_sources(self._names, settle=self._settle)
             return
         if self.cluster is not None:
             await self.cluster.stop()
@@ -185,7 +191,7 @@ class Exporter:
             self.store.cluster = None
         if settings is not None:
             self.cluster = Cluster(settings, clock=self.clock, log=self.log)
-            self.cluster.set_sources(self._names)
+            self.cluster.set_sources(self._names, settle=self._settle)
             self.cluster.on_change(self.store.bump)
             self.store.cluster = self.cluster.stats
             self.cluster.start()
