@@ -192,6 +192,9 @@ async def test_redis_outage_keeps_every_window_and_the_cluster_reforms(tmp_path:
             assert ("livestream_exporter_cluster_members", 3.0) in [(m, v) for m, _, v in samples], name
         await w.each_once(within=10)
         await asyncio.sleep(4)
+        for p in w.replicas.running.values():
+            # back for good at once: no flapping on the connections Redis closed when it stopped
+            assert p.stderr.count("Redis unreachable") == 1, p.stderr[-2000:]
         assert await w.refused() == 0
         assert await w.busiest_window() <= REQUESTS
 

@@ -276,6 +276,7 @@ async def test_a_member_cut_off_for_the_outage_grace_stops_polling_until_it_is_b
         }
     )
     cluster = Cluster(settings, clock=clock, log=LOG, replica="me")
+    cluster.set_sources(["src"])
     await cluster.beat()
     clock.advance(10)
     assert cluster.polling
@@ -287,6 +288,8 @@ async def test_a_member_cut_off_for_the_outage_grace_stops_polling_until_it_is_b
     assert cluster.polling
     clock.advance(2)
     assert not cluster.polling
+    cluster.check_polling()
+    assert cluster.stats.leading == frozenset()  # it no longer shows the lease it cannot use
     redis.start()
     await cluster.beat()
     assert cluster.redis_up and not cluster.polling  # the others must see it join again first

@@ -257,7 +257,7 @@ class Cluster:
         while True:
             try:
                 await self.beat()
-                self._check_polling()
+                self.check_polling()
             except Exception as e:
                 if type(e).__name__ not in self._bugs:
                     self._bugs.add(type(e).__name__)
@@ -311,14 +311,20 @@ class Cluster:
         self.reserved = tuple(sorted(str(m) for m in vanished if str(m) not in seen))
         self.holders = self.stats.leaders = {s: str(h) for s, h in zip(sources, holders, strict=True)}
         leading = frozenset(s for s, h in self.holders.items() if h == self.replica)
+        if self._joined.is_set() and not self.stats.redis_up:
+            # the pool's idle connections are from before (a restarted Redis closed them):
+            # without them, the first requests after this beat do not fail once more
+            await self.redis.connection_pool.disconnect(inuse_connections=False)
         self._update(tuple(sorted(seen)), leading)
         self._up()
 
-    def _check_polling(self) -> None:
+    def check_polling(self) -> None:
         """Tell the runners when this replica starts or stops polling: once every member has
         seen it join, and when it has been cut off from Redis for `outage_grace` (the others
         may have taken its targets and its share of every budget by then)."""
         polling = self.polling
+        if not polling:
+            self.stats.leading = frozenset()  # its leases are no longer its to use
         if polling == self._was_polling:
             return
         self._was_polling = polling
