@@ -235,9 +235,6 @@ class Cluster:
         self._sources = tuple(sorted(names))
         self._settle = settle
 
-    def owns(self, source: str, key: str) -> bool:
-        return owner(self.stats.members, source, key) == self.replica
-
     def leads(self, source: str) -> bool:
         return source in self.stats.leading and self.polling
 

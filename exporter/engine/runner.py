@@ -271,17 +271,28 @@ class SourceRunner:
     async def _poll_gained(self, cycle: Cycle, gained: list[Target[Any]]) -> None:
         size = max(1, self.provider.batch_size())
         for i in range(0, len(gained), size):
-            batch = [
-                t for t in gained[i : i + size] if t.key not in self._polling and t.key in self._owned_keys
-            ]
+            batch = self._pollable(gained[i : i + size])
             if not batch:
                 continue
-            await self._free.acquire()
-            if self._stopped:
-                self._free.release()
+            if not await self._take_slot():
                 return
             self._polling.update(t.key for t in batch)
             self._spawn(cycle, self.poll_batch(batch))
+
+    def _pollable(self, batch: Sequence[Target[Any]]) -> list[Target[Any]]:
+        """The targets of `batch` to send now: a target still in flight (from the previous
+        cycle) is never polled twice at once, and one that went to another replica
+        meanwhile is no longer polled here."""
+        return [t for t in batch if t.key not in self._polling and t.key in self._owned_keys]
+
+    async def _take_slot(self) -> bool:
+        """Wait for a place among the `max_in_flight` requests; False once the runner stopped
+        (a dispatch still running sends nothing more)."""
+        await self._free.acquire()
+        if self._stopped:
+            self._free.release()
+            return False
+        return True
 
     def _set_targets(self) -> list[Target[Any]]:
         """Export (and from now on poll) the targets this replica owns."""
@@ -507,14 +518,10 @@ class SourceRunner:
             if self.cluster is not None and not (self.cluster.polling and (job is not None or self.leads())):
                 continue  # no longer this replica's to send (cut off from Redis too long, lease lost)
             if job is not None:
-                # a target still in flight from the previous cycle is never polled twice at once,
-                # and one that went to another replica meanwhile is no longer polled here
-                job = [t for t in job if t.key not in self._polling and t.key in self._owned_keys]  # noqa: PLW2901
+                job = self._pollable(job)  # noqa: PLW2901
                 if not job:
                     continue
-            await self._free.acquire()
-            if self._stopped:
-                self._free.release()
+            if not await self._take_slot():
                 break
             late = self.clock.monotonic() - due
             if late > max(BEHIND_SECONDS, spacing / 10):
@@ -533,9 +540,7 @@ class SourceRunner:
     async def _dispatch_discovery(self, cycle: Cycle) -> int | None:
         """Discovery's slots: its pages, one after another; how many (None: stopped)."""
         pages = self.provider.discovery_requests
-        await self._free.acquire()
-        if self._stopped:
-            self._free.release()
+        if not await self._take_slot():
             return None
         discovery = self._spawn(cycle, self._discover())
         slots = pages + int(self.provider.app_metrics()) + len(self.batches())
