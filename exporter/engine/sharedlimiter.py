@@ -130,6 +130,12 @@ return 1
 """
 
 
+def occupancy(buckets: Mapping[str, Sequence[Window]], timeout: float) -> float:
+    """How long one request can hold a place in the windows of `buckets`: until its
+    deadline (the timeout and the margin), then for the longest window."""
+    return max(w.per for ws in buckets.values() for w in ws) + timeout + DEADLINE_MARGIN
+
+
 def split(windows: Sequence[Window], parts: Mapping[str, int]) -> dict[str, tuple[Window, ...]]:
     """Each member's windows: every window's requests divided in proportion to the members'
     parts (largest remainder, ties to the smaller name), so that they add up to exactly the
@@ -170,8 +176,8 @@ class SharedLimiter(SourceLimiter):
         self.cluster = cluster
         self.source = source
         self.deadline = timeout + DEADLINE_MARGIN
-        longest = max(w.per for ws in buckets.values() for w in ws)
-        self._lifetime_ms = round((longest + self.deadline) * 1000) + 60_000
+        self._settle = occupancy(buckets, timeout)
+        self._lifetime_ms = round(self._settle * 1000) + 60_000
         redis = cluster.redis
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
@@ -182,7 +188,6 @@ class SharedLimiter(SourceLimiter):
         self.allowed: dict[str, tuple[Window, ...]] = {b: tuple(self.buckets[b].windows) for b in buckets}
         self._before_growth = dict(self.allowed)
         self._grown_until = -math.inf
-        self._settle = longest + self.deadline
         if isinstance(previous, SharedLimiter):
             self._before_growth = {b: previous._before_growth.get(b, w) for b, w in self.allowed.items()}
             self._grown_until = previous._grown_until

@@ -22,7 +22,7 @@ from exporter.config.schema import ClusterConfig, SourceBase
 from exporter.engine.cluster import Cluster
 from exporter.engine.runner import SourceMemory, SourceRunner
 from exporter.engine.scheduler import PollScheduler
-from exporter.engine.sharedlimiter import DEADLINE_MARGIN
+from exporter.engine.sharedlimiter import occupancy
 from exporter.model.clock import SYSTEM_CLOCK, Clock
 from exporter.model.offloop import READ_TIMEOUT_SECONDS, OffLoopTimeout, off_loop
 from exporter.model.redaction import REDACTOR
@@ -145,9 +145,8 @@ class Exporter:
         wanted = {s.name: _identity(config, s) for s in config.sources}
         self._names = list(wanted)
         self._settle = max(
-            (max(w.per for ws in config.windows_of(s).values() for w in ws) for s in config.sources),
-            default=0.0,
-        ) + (config.global_.timeout + DEADLINE_MARGIN)
+            (occupancy(config.windows_of(s), config.global_.timeout) for s in config.sources), default=0.0
+        )
         stale = [n for n in self._scheduler.runners if self._identities.get(n) != wanted.get(n)]
         await self._scheduler.remove(*stale)
         for name in stale:
