@@ -88,6 +88,7 @@ async def world(
     outage_grace: str = "10m",
     password_in_url: bool = False,
     proxied_first: bool = False,
+    slow_network: bool = False,
 ) -> AsyncIterator[World]:
     """Redis, the simulator, and `replicas` replicas; with `proxied_first`, the first one
     reaches Redis through a proxy (`World.proxy`) that can cut it off alone."""
@@ -99,6 +100,10 @@ async def world(
     try:
         async with run_simulator() as sim, contextlib.AsyncExitStack() as stack:
             await sim.control(action="limits", vendor="fermion", endpoint="*", windows=[[REQUESTS, PER]])
+            if slow_network:
+                # answers late, with jitter, counted at a random moment of their way, in pieces
+                await sim.control(action="latency", vendor="fermion", mean=0.3, jitter=0.2)
+                await sim.control(action="pieces", vendor="fermion", size=64, gap=0.005, jitter=0.005)
             streams = (await sim.control(action="add_streams", vendor="fermion", count=count))["streams"]
             viewers = {s: 100 + i for i, s in enumerate(streams)}
             for s, n in viewers.items():
@@ -118,7 +123,7 @@ async def world(
 
 
 async def test_three_replicas_share_the_budget_and_export_each_target_once(tmp_path: Path) -> None:
-    async with world(tmp_path) as w:
+    async with world(tmp_path, slow_network=True) as w:
         await w.each_once(within=20)
         await asyncio.sleep(6)
         await w.each_once(within=5)
